@@ -1,0 +1,21 @@
+//! `rota-core`: the whole brain of a rota host as a pure state machine.
+//!
+//! Nothing here does I/O. A [`node::Node`] is fed inputs with the time they arrived and
+//! answers effects for the runtime to perform; the replicated [`state::State`] is
+//! changed only by applying [`command::Command`]s that Raft committed. See
+//! `DESIGN.md` for the life of a run.
+#![deny(missing_docs)]
+
+pub mod command;
+pub mod host;
+pub mod job;
+pub mod membership;
+pub mod node;
+pub mod placement;
+pub mod run;
+pub mod schedule;
+pub mod state;
+pub mod time;
+
+#[cfg(test)]
+mod testkit;

@@ -1,0 +1,1410 @@
+//! The leader hat: the scheduler.
+//!
+//! The leader keeps due jobs in a priority queue keyed by their next due instant (the
+//! schedule's next fire after the job's watermark, or a pending retry), so a tick costs
+//! the jobs that are due, not all jobs. On each tick it turns every due fire into
+//! commands (declare, or record as missed per the job's missed policy), batched into as
+//! few proposals as the bound allows. Once a declaration applies it dispatches the run,
+//! and it keeps after every run in flight: dispatches not reported in time are sent
+//! again until the run's start deadline, then recorded `dispatch-lost`; runs on a host
+//! declared down are recorded `host-lost` once the host's lease has surely run out.
+//!
+//! A new leader first commits a `LeaderStart` entry. When it applies, the state is
+//! current: the leader then re-dispatches every declared run it inherited and asks
+//! hosts about running ones, and only then plans fires, the missed ones first.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::time::Duration;
+
+use crate::command::{Command, Declare, Finish, Outcome};
+use crate::host::HostId;
+use crate::job::{Concurrency, JobName, JobSpec, MissedPolicy, Request};
+use crate::membership::{Change, Liveness, Membership};
+use crate::placement::{self, Candidate, Need, Pending};
+use crate::run::{Reason, RunId, RunSpec, RunState, Trigger};
+use crate::state::{JobRecord, State};
+use crate::time::{Mono, Now, Timestamp};
+
+use super::{Effect, Event, Message, NodeConfig, RaftStatus, ReportStatus, flatten, is_placeable};
+
+/// Why a manual run could not be planned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerError {
+    /// This host is not the leader.
+    #[error("this host is not the leader")]
+    NotLeader,
+    /// This host was just elected and has not applied its first entry yet.
+    #[error("the leader is still taking over; try again shortly")]
+    NotReady,
+    /// No job has that name.
+    #[error("no job named `{0}`")]
+    UnknownJob(JobName),
+    /// The job forbids overlap and a run is active.
+    #[error(
+        "job `{job}` forbids overlapping runs and run {active} is active; ask with force to run anyway"
+    )]
+    Busy {
+        /// The job.
+        job: JobName,
+        /// Its active run.
+        active: RunId,
+    },
+}
+
+/// What the leader needs from the node for one call.
+pub(super) struct Ctx<'a> {
+    pub now: Now,
+    pub state: &'a State,
+    pub membership: &'a Membership,
+    pub config: &'a NodeConfig,
+    pub raft: &'a RaftStatus,
+    pub effects: &'a mut VecDeque<Effect>,
+    pub loopback: &'a mut VecDeque<Message>,
+}
+
+impl Ctx<'_> {
+    fn emit(&mut self, event: Event) {
+        self.effects.push_back(Effect::Event(event));
+    }
+
+    fn me(&self) -> HostId {
+        self.config.identity.id
+    }
+
+    fn send(&mut self, to: HostId, message: Message) {
+        if to == self.me() {
+            self.loopback.push_back(message);
+        } else if let Some(entry) = self.membership.host(to) {
+            self.effects.push_back(Effect::Send {
+                to,
+                addr: entry.identity.cluster_addr,
+                message,
+            });
+        }
+    }
+
+    fn ms(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+}
+
+/// What the state held before an entry applied, that the leader needs afterwards.
+#[derive(Debug, Default)]
+pub(super) struct Before {
+    /// Active runs of a job being deleted, with their hosts.
+    deleted_runs: Vec<(RunId, Option<HostId>)>,
+}
+
+impl Before {
+    pub(super) fn capture(state: &State, command: &Command) -> Before {
+        let mut before = Before::default();
+        let commands: &[Command] = match command {
+            Command::Batch(commands) => commands,
+            other => core::slice::from_ref(other),
+        };
+        for command in commands {
+            if let Command::DeleteJob { name, .. } = command
+                && let Some(job) = state.job(name)
+            {
+                for id in &job.active {
+                    before
+                        .deleted_runs
+                        .push((*id, state.run(*id).and_then(|r| r.host)));
+                }
+            }
+        }
+        before
+    }
+}
+
+/// Identifies a planned declaration before the log gives it a run id.
+type PlanKey = (JobName, Timestamp, u32, bool);
+
+fn plan_key(d: &Declare) -> PlanKey {
+    (
+        d.job.clone(),
+        d.scheduled_at,
+        d.attempt,
+        matches!(d.trigger, Trigger::Manual { .. }),
+    )
+}
+
+/// A job as the leader plans it.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Fire times up to here are declared, recorded, or proposed.
+    planned: Timestamp,
+    /// When the job is next due (a fire or a retry); matches its queue entry.
+    next: Option<Timestamp>,
+    /// Retries proposed and not applied yet.
+    retries_proposed: BTreeSet<(Timestamp, u32)>,
+}
+
+/// A declared run the leader is getting started.
+#[derive(Debug, Clone, Copy)]
+struct Dispatch {
+    host: HostId,
+    /// When to send it again if the host has not reported.
+    deadline: Mono,
+    /// How many times this leader has sent it.
+    sent: u32,
+    /// Whether it waits for the runs it replaces to end.
+    waiting: bool,
+}
+
+/// What the leader knows of a host's lease.
+#[derive(Debug, Clone, Copy)]
+struct HostTrack {
+    /// When this leader last heard from the host.
+    heard: Mono,
+    /// When this leader last sent it a heartbeat (renewing its lease).
+    renewed: Option<Mono>,
+    /// Since when this leader has stopped renewing its lease, if it has.
+    fenced: Option<Mono>,
+}
+
+/// Resources placed on a host that its gossip may not show yet.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    host: HostId,
+    at: Mono,
+    request: Request,
+}
+
+#[derive(Debug)]
+pub(super) struct Leader {
+    term: u64,
+    ready: bool,
+    /// Fires before this instant passed while this leader could not declare them.
+    ready_wall: Timestamp,
+    ready_mono: Mono,
+    start_retry_at: Mono,
+    due: BinaryHeap<Reverse<(Timestamp, JobName)>>,
+    plans: BTreeMap<JobName, Plan>,
+    dispatches: BTreeMap<RunId, Dispatch>,
+    /// Runs with a start or end proposed and not applied.
+    proposing: BTreeSet<RunId>,
+    placed_plans: BTreeMap<PlanKey, Placed>,
+    placed_runs: BTreeMap<RunId, Placed>,
+    loads: BTreeMap<HostId, Pending>,
+    hosts: BTreeMap<HostId, HostTrack>,
+    outbox: Vec<Command>,
+    next_heartbeat: Mono,
+    next_housekeeping: Mono,
+    next_reconcile: Mono,
+    next_stop_resend: Mono,
+}
+
+impl Leader {
+    pub(super) fn new(term: u64, _state: &State, _config: &NodeConfig, now: Now) -> Self {
+        Leader {
+            term,
+            ready: false,
+            ready_wall: now.wall,
+            ready_mono: now.mono,
+            start_retry_at: now.mono + Duration::from_secs(2),
+            due: BinaryHeap::new(),
+            plans: BTreeMap::new(),
+            dispatches: BTreeMap::new(),
+            proposing: BTreeSet::new(),
+            placed_plans: BTreeMap::new(),
+            placed_runs: BTreeMap::new(),
+            loads: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            outbox: Vec::new(),
+            next_heartbeat: now.mono,
+            next_housekeeping: now.mono,
+            next_reconcile: now.mono,
+            next_stop_resend: now.mono,
+        }
+    }
+
+    pub(super) fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    pub(super) fn start_command(&self, me: HostId, now: Now) -> Command {
+        Command::LeaderStart {
+            term: self.term,
+            leader: me,
+            at: now.wall,
+        }
+    }
+
+    pub(super) fn poll_timeout(&self, now: Now) -> Option<Mono> {
+        if !self.ready {
+            return Some(self.start_retry_at);
+        }
+        let mut next = self.next_housekeeping.min(self.next_heartbeat);
+        if let Some(Reverse((at, _))) = self.due.peek() {
+            let at = if *at <= now.wall {
+                now.mono
+            } else {
+                now.mono + at.saturating_since(now.wall)
+            };
+            next = next.min(at);
+        }
+        Some(next)
+    }
+
+    // ----- planning -----
+
+    /// Rebuilds every job's plan from the state (on becoming ready, or after a snapshot).
+    pub(super) fn resync(&mut self, state: &State) {
+        self.plans.clear();
+        self.due.clear();
+        for (name, job) in state.jobs() {
+            self.plan_from_state(name, job);
+        }
+    }
+
+    /// Replans one job from the state. With `reset`, fires proposed but not applied are
+    /// planned again (their proposal failed or was rejected); without it they are not,
+    /// so that a job whose runs end while its next fires are in flight is not declared
+    /// twice over (the state would refuse it, but the work is wasted).
+    fn resync_job(&mut self, state: &State, name: &JobName, reset: bool) {
+        match state.job(name) {
+            Some(job) => {
+                let planned = match (reset, self.plans.get(name)) {
+                    (false, Some(plan)) => plan.planned.max(job.watermark),
+                    _ => job.watermark,
+                };
+                self.plan_from(name, job, planned);
+            }
+            None => {
+                self.plans.remove(name);
+            }
+        }
+    }
+
+    fn plan_from_state(&mut self, name: &JobName, job: &JobRecord) {
+        self.plan_from(name, job, job.watermark);
+    }
+
+    fn plan_from(&mut self, name: &JobName, job: &JobRecord, planned: Timestamp) {
+        let retries_proposed = self
+            .plans
+            .get(name)
+            .map(|p| p.retries_proposed.clone())
+            .unwrap_or_default();
+        let queued = self.plans.get(name).and_then(|p| p.next);
+        let mut plan = Plan {
+            planned,
+            next: None,
+            retries_proposed,
+        };
+        plan.next = next_due(job, &plan);
+        // The queue already holds an entry for an unchanged due time.
+        if let Some(at) = plan.next
+            && queued != Some(at)
+        {
+            self.due.push(Reverse((at, name.clone())));
+        }
+        self.plans.insert(name.clone(), plan);
+    }
+
+    /// Plans every job due by now, within the tick's step budget.
+    fn plan_due(&mut self, ctx: &mut Ctx<'_>) {
+        let mut steps = 0usize;
+        let budget = ctx.config.limits.plan_steps_per_tick_max.max(1);
+        while steps < budget {
+            let Some(Reverse((at, _))) = self.due.peek() else {
+                break;
+            };
+            if *at > ctx.now.wall {
+                break;
+            }
+            let Some(Reverse((at, name))) = self.due.pop() else {
+                break;
+            };
+            // The queue keeps stale entries for jobs replanned since; skip them.
+            if self.plans.get(&name).and_then(|p| p.next) != Some(at) {
+                continue;
+            }
+            steps += self.plan_job(ctx, &name, budget - steps);
+        }
+    }
+
+    /// Turns a due job's fires and retries into commands. Answers the steps used.
+    fn plan_job(&mut self, ctx: &mut Ctx<'_>, name: &JobName, budget: usize) -> usize {
+        let Some(job) = ctx.state.job(name) else {
+            self.plans.remove(name);
+            return 1;
+        };
+        let Some(mut plan) = self.plans.remove(name) else {
+            return 1;
+        };
+        if job.spec.paused {
+            plan.next = None;
+            self.plans.insert(name.clone(), plan);
+            return 1;
+        }
+        let now = ctx.now;
+        let spec = &job.spec;
+
+        for retry in &job.retries {
+            if retry.not_before <= now.wall
+                && plan
+                    .retries_proposed
+                    .insert((retry.scheduled_at, retry.attempt))
+            {
+                let declare =
+                    self.declare(ctx, job, retry.scheduled_at, retry.attempt, Trigger::Retry);
+                self.outbox.push(Command::Declare(declare));
+            }
+        }
+
+        // Fires before this instant passed while no leader could declare them, or while
+        // the job was paused: they follow the missed policy.
+        let missed_before = job
+            .resumed_at
+            .map_or(self.ready_wall, |r| r.max(self.ready_wall));
+        let deadline = spec.starting_deadline();
+        let mut emitter = Emitter::new(
+            name.clone(),
+            now.wall,
+            ctx.config.limits.missed_range_fires_max,
+        );
+        let mut held: Option<Timestamp> = None;
+        let mut caught_up = 0u32;
+        let mut steps = 1usize;
+        let mut cursor = plan.planned;
+        let mut next_fire = None;
+        let mut exhausted = true;
+        while steps < budget {
+            steps += 1;
+            let Some(fire) = spec.schedule.next_after(cursor, spec.timezone, job.anchor) else {
+                break;
+            };
+            if fire > now.wall {
+                next_fire = Some(fire);
+                break;
+            }
+            cursor = fire;
+            let too_late = now.wall.saturating_since(fire) > deadline;
+            if fire >= missed_before {
+                if let Some(h) = held.take() {
+                    self.emit_declare(ctx, &mut emitter, job, h);
+                }
+                if too_late {
+                    emitter.missed(fire, Reason::StartingDeadline, &mut self.outbox);
+                } else {
+                    self.emit_declare(ctx, &mut emitter, job, fire);
+                }
+                continue;
+            }
+            if too_late {
+                emitter.missed(fire, Reason::StartingDeadline, &mut self.outbox);
+                continue;
+            }
+            match spec.missed {
+                MissedPolicy::Skip => {
+                    emitter.missed(fire, Reason::MissedPolicySkip, &mut self.outbox)
+                }
+                MissedPolicy::Latest => {
+                    if let Some(h) = held.replace(fire) {
+                        emitter.missed(h, Reason::Superseded, &mut self.outbox);
+                    }
+                }
+                MissedPolicy::All => {
+                    if caught_up < ctx.config.limits.catch_up_runs_max {
+                        caught_up += 1;
+                        self.emit_declare(ctx, &mut emitter, job, fire);
+                    } else {
+                        emitter.missed(fire, Reason::CatchUpBound, &mut self.outbox);
+                    }
+                }
+            }
+        }
+        if steps >= budget && next_fire.is_none() {
+            // Out of budget mid-way: finish this job on the next tick.
+            exhausted = false;
+        }
+        if let Some(h) = held.take() {
+            if exhausted {
+                self.emit_declare(ctx, &mut emitter, job, h);
+            } else {
+                // The next tick may find a later missed fire that supersedes this one;
+                // leave it unplanned so that it is considered again.
+                cursor = emitter.last_planned().unwrap_or(plan.planned);
+            }
+        }
+        emitter.flush(&mut self.outbox);
+        plan.planned = cursor;
+        plan.next = if exhausted {
+            let retry = job
+                .retries
+                .iter()
+                .filter(|r| !plan.retries_proposed.contains(&(r.scheduled_at, r.attempt)))
+                .map(|r| r.not_before)
+                .min();
+            match (next_fire, retry) {
+                (Some(f), Some(r)) => Some(f.min(r)),
+                (f, r) => f.or(r),
+            }
+        } else {
+            Some(now.wall)
+        };
+        if let Some(at) = plan.next {
+            self.due.push(Reverse((at, name.clone())));
+        }
+        self.plans.insert(name.clone(), plan);
+        steps
+    }
+
+    fn emit_declare(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        emitter: &mut Emitter,
+        job: &JobRecord,
+        fire: Timestamp,
+    ) {
+        emitter.flush(&mut self.outbox);
+        emitter.planned(fire);
+        let declare = self.declare(ctx, job, fire, 1, Trigger::Schedule);
+        self.outbox.push(Command::Declare(declare));
+    }
+
+    /// A declaration of one fire, placed on the best host.
+    fn declare(
+        &mut self,
+        ctx: &Ctx<'_>,
+        job: &JobRecord,
+        scheduled_at: Timestamp,
+        attempt: u32,
+        trigger: Trigger,
+    ) -> Declare {
+        let blocked = job.spec.concurrency == Concurrency::Forbid
+            && !job.active.is_empty()
+            && !matches!(trigger, Trigger::Manual { force: true });
+        let host = self.place(ctx, &job.spec);
+        let declare = Declare {
+            job: job.spec.name.clone(),
+            scheduled_at,
+            attempt,
+            trigger,
+            host,
+            term: self.term,
+            at: ctx.now.wall,
+        };
+        // A fire the state will skip takes no room on any host.
+        if let (Some(host), false) = (host, blocked) {
+            let request = job.spec.placement_request();
+            self.loads.entry(host).or_default().add(&request);
+            self.placed_plans.insert(
+                plan_key(&declare),
+                Placed {
+                    host,
+                    at: ctx.now.mono,
+                    request,
+                },
+            );
+        }
+        declare
+    }
+
+    fn place(&self, ctx: &Ctx<'_>, spec: &JobSpec) -> Option<HostId> {
+        let need = Need {
+            request: spec.placement_request(),
+            docker: spec.executor.needs_docker(),
+            constraints: &spec.constraints,
+        };
+        let fenced = |id: &HostId| self.hosts.get(id).is_some_and(|t| t.fenced.is_some());
+        let candidates = ctx
+            .membership
+            .hosts()
+            .values()
+            .filter(|h| is_placeable(h) && !fenced(&h.identity.id))
+            .filter_map(|h| {
+                Some(Candidate {
+                    id: h.identity.id,
+                    info: h.info.as_ref()?,
+                    pending: self.loads.get(&h.identity.id).copied().unwrap_or_default(),
+                })
+            });
+        placement::choose(&need, candidates)
+    }
+
+    pub(super) fn plan_trigger(
+        &mut self,
+        ctx: &Ctx<'_>,
+        name: &JobName,
+        force: bool,
+    ) -> Result<Command, TriggerError> {
+        if !self.ready {
+            return Err(TriggerError::NotReady);
+        }
+        let job = ctx
+            .state
+            .job(name)
+            .ok_or_else(|| TriggerError::UnknownJob(name.clone()))?;
+        if job.spec.concurrency == Concurrency::Forbid
+            && !force
+            && let Some(&active) = job.active.first()
+        {
+            return Err(TriggerError::Busy {
+                job: name.clone(),
+                active,
+            });
+        }
+        let after_last = job
+            .last_manual
+            .map_or(Timestamp::MIN, |t| t + Duration::from_millis(1));
+        let scheduled_at = ctx.now.wall.max(after_last);
+        let declare = self.declare(ctx, job, scheduled_at, 1, Trigger::Manual { force });
+        Ok(Command::Declare(declare))
+    }
+
+    fn unplace(&mut self, placed: Option<Placed>) {
+        if let Some(p) = placed
+            && let Some(load) = self.loads.get_mut(&p.host)
+        {
+            load.remove(&p.request);
+        }
+    }
+
+    // ----- reacting to the log -----
+
+    pub(super) fn on_applied(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        entry: &Command,
+        outcome: &Outcome,
+        before: Before,
+    ) {
+        for (command, outcome) in flatten(entry, outcome) {
+            if let Command::LeaderStart { term, leader, .. } = command
+                && *term == self.term
+                && *leader == ctx.me()
+                && !outcome.is_rejected()
+                && !self.ready
+            {
+                self.become_ready(ctx);
+                continue;
+            }
+            if !self.ready {
+                continue;
+            }
+            self.react(ctx, command, outcome);
+        }
+        for (run, host) in before.deleted_runs {
+            self.dispatches.remove(&run);
+            let placed = self.placed_runs.remove(&run);
+            self.unplace(placed);
+            if let Some(host) = host {
+                ctx.send(
+                    host,
+                    Message::Stop {
+                        term: self.term,
+                        run,
+                        reason: Reason::Stopped,
+                    },
+                );
+            }
+        }
+        self.flush(ctx);
+    }
+
+    fn react(&mut self, ctx: &mut Ctx<'_>, command: &Command, outcome: &Outcome) {
+        match (command, outcome) {
+            (Command::PutJob { spec, .. }, _) => self.resync_job(ctx.state, &spec.name, false),
+            (
+                Command::ResumeJob { name, .. }
+                | Command::PauseJob { name, .. }
+                | Command::DeleteJob { name, .. },
+                _,
+            ) => {
+                self.resync_job(ctx.state, name, false);
+            }
+            (Command::Declare(d), outcome) => {
+                let placed = self.placed_plans.remove(&plan_key(d));
+                if d.trigger == Trigger::Retry
+                    && let Some(plan) = self.plans.get_mut(&d.job)
+                {
+                    plan.retries_proposed.remove(&(d.scheduled_at, d.attempt));
+                }
+                match outcome {
+                    Outcome::Declared { run } => {
+                        if let Some(p) = placed {
+                            self.placed_runs.insert(*run, p);
+                        }
+                        if let (Some(host), Some(r)) = (d.host, ctx.state.run(*run)) {
+                            ctx.emit(Event::Declared {
+                                run: *run,
+                                host,
+                                scheduled_at: r.scheduled_at,
+                            });
+                            for old in r.waits_for.clone() {
+                                self.send_stop(ctx, old);
+                            }
+                        }
+                        self.dispatch(ctx, *run, false);
+                    }
+                    Outcome::Recorded { run, state, reason } => {
+                        self.unplace(placed);
+                        ctx.emit(Event::Recorded {
+                            run: *run,
+                            state: *state,
+                            reason: *reason,
+                        });
+                        // A recorded failure may owe a retry.
+                        self.resync_job(ctx.state, &d.job, false);
+                    }
+                    _ => {
+                        self.unplace(placed);
+                        self.resync_job(ctx.state, &d.job, true);
+                    }
+                }
+            }
+            (Command::MarkStarted { run, host, .. }, _) => {
+                self.proposing.remove(run);
+                self.dispatches.remove(run);
+                let finished = ctx.state.run(*run).is_none_or(|r| !r.is_active());
+                ctx.send(
+                    *host,
+                    Message::Ack {
+                        term: self.term,
+                        run: *run,
+                        finished,
+                    },
+                );
+            }
+            (Command::MarkFinished(f), outcome) => {
+                self.proposing.remove(&f.run);
+                self.dispatches.remove(&f.run);
+                let placed = self.placed_runs.remove(&f.run);
+                self.unplace(placed);
+                if let Some(host) = f.host {
+                    ctx.send(
+                        host,
+                        Message::Ack {
+                            term: self.term,
+                            run: f.run,
+                            finished: true,
+                        },
+                    );
+                }
+                if *outcome == Outcome::Done
+                    && let Some(r) = ctx.state.run(f.run)
+                {
+                    ctx.emit(Event::Ended {
+                        run: f.run,
+                        state: r.state,
+                        reason: r.reason,
+                    });
+                    let job = r.job.clone();
+                    self.resync_job(ctx.state, &job, false);
+                    // Runs that waited for this one to end may start now.
+                    let waiting: Vec<RunId> = self
+                        .dispatches
+                        .iter()
+                        .filter(|(_, d)| d.waiting)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in waiting {
+                        self.dispatch(ctx, id, false);
+                    }
+                }
+            }
+            (Command::RecordMissed { job, .. }, Outcome::Recorded { run, state, reason }) => {
+                ctx.emit(Event::Recorded {
+                    run: *run,
+                    state: *state,
+                    reason: *reason,
+                });
+                let _ = job;
+            }
+            (Command::RecordMissed { job, .. }, Outcome::Rejected(_)) => {
+                self.resync_job(ctx.state, job, true)
+            }
+            _ => {}
+        }
+    }
+
+    fn become_ready(&mut self, ctx: &mut Ctx<'_>) {
+        self.ready = true;
+        self.ready_wall = ctx.now.wall;
+        self.ready_mono = ctx.now.mono;
+        if ctx.state.settings() != &ctx.config.settings {
+            self.outbox
+                .push(Command::SetSettings(ctx.config.settings.clone()));
+        }
+        // Reconcile what was inherited before declaring anything new.
+        let inherited: Vec<(RunId, RunState, bool)> = ctx
+            .state
+            .active_runs()
+            .map(|r| (r.id, r.state, r.stop.is_some()))
+            .collect();
+        for (id, state, stopping) in &inherited {
+            match state {
+                RunState::Declared => {
+                    ctx.emit(Event::InheritedDispatch { run: *id });
+                    self.dispatch(ctx, *id, true);
+                }
+                _ => {
+                    if *stopping {
+                        self.send_stop(ctx, *id);
+                    }
+                }
+            }
+        }
+        // Ask at once about the running ones rather than at the next reconcile.
+        self.next_reconcile = ctx.now.mono;
+        ctx.emit(Event::LeaderReady {
+            term: self.term,
+            inherited_runs: inherited.len(),
+        });
+        self.resync(ctx.state);
+    }
+
+    // ----- dispatch -----
+
+    /// Sends a declared run to its host, unless it waits for runs it replaces.
+    fn dispatch(&mut self, ctx: &mut Ctx<'_>, id: RunId, inherited: bool) {
+        let Some(run) = ctx.state.run(id) else {
+            self.dispatches.remove(&id);
+            return;
+        };
+        let (RunState::Declared, Some(host)) = (run.state, run.host) else {
+            self.dispatches.remove(&id);
+            return;
+        };
+        let waiting = run
+            .waits_for
+            .iter()
+            .any(|w| ctx.state.run(*w).is_some_and(|r| r.is_active()));
+        let entry = self.dispatches.entry(id).or_insert(Dispatch {
+            host,
+            deadline: ctx.now.mono,
+            sent: 0,
+            waiting,
+        });
+        entry.waiting = waiting;
+        if waiting {
+            return;
+        }
+        let Some(spec) = run_spec(ctx, id, &ctx.config.timing) else {
+            return;
+        };
+        entry.sent += 1;
+        entry.deadline = ctx.now.mono + ctx.ms(ctx.config.timing.dispatch_timeout_ms);
+        let sent = entry.sent;
+        if sent > 1 && !inherited {
+            ctx.emit(Event::DispatchRetried {
+                run: id,
+                attempt: sent,
+            });
+        }
+        let renews_lease = self.renew(ctx, host);
+        ctx.send(
+            host,
+            Message::Dispatch {
+                term: self.term,
+                run: spec,
+                renews_lease,
+            },
+        );
+    }
+
+    fn send_stop(&mut self, ctx: &mut Ctx<'_>, id: RunId) {
+        if let Some(run) = ctx.state.run(id)
+            && let (true, Some(host), Some(reason)) = (run.is_active(), run.host, run.stop)
+        {
+            ctx.send(
+                host,
+                Message::Stop {
+                    term: self.term,
+                    run: id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    // ----- reports -----
+
+    pub(super) fn on_report(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: HostId,
+        id: RunId,
+        status: ReportStatus,
+    ) {
+        if !self.ready {
+            return;
+        }
+        self.heard_from(ctx.now, from, ctx.membership);
+        let Some(run) = ctx.state.run(id) else {
+            // A run the state no longer holds (its job was deleted, or it aged out):
+            // let the host forget it, and stop it if it is still going.
+            if matches!(
+                status,
+                ReportStatus::Started { .. } | ReportStatus::Starting
+            ) {
+                ctx.send(
+                    from,
+                    Message::Stop {
+                        term: self.term,
+                        run: id,
+                        reason: Reason::Stopped,
+                    },
+                );
+            }
+            ctx.send(
+                from,
+                Message::Ack {
+                    term: self.term,
+                    run: id,
+                    finished: true,
+                },
+            );
+            return;
+        };
+        if run.host != Some(from) || self.proposing.contains(&id) {
+            return;
+        }
+        match (run.state, status) {
+            (state, _) if !state.is_active() => {
+                // Ended here already; the host may forget it.
+                ctx.send(
+                    from,
+                    Message::Ack {
+                        term: self.term,
+                        run: id,
+                        finished: true,
+                    },
+                );
+            }
+            (RunState::Declared, ReportStatus::Started { at }) => {
+                self.proposing.insert(id);
+                self.outbox.push(Command::MarkStarted {
+                    run: id,
+                    host: from,
+                    started_at: at,
+                });
+            }
+            (RunState::Running, ReportStatus::Started { .. }) => {
+                ctx.send(
+                    from,
+                    Message::Ack {
+                        term: self.term,
+                        run: id,
+                        finished: false,
+                    },
+                );
+            }
+            (
+                _,
+                ReportStatus::Finished {
+                    started_at,
+                    at,
+                    exit_code,
+                    reason,
+                    detail,
+                },
+            ) => {
+                self.proposing.insert(id);
+                self.outbox.push(Command::MarkFinished(Finish {
+                    run: id,
+                    host: Some(from),
+                    started_at,
+                    finished_at: at,
+                    exit_code,
+                    reason,
+                    detail,
+                }));
+            }
+            (RunState::Declared, ReportStatus::Unknown) => {
+                // The host does not have it (it restarted, or the dispatch was lost):
+                // send it again, if its last sending is not too recent.
+                let due = self
+                    .dispatches
+                    .get(&id)
+                    .is_none_or(|d| d.deadline <= ctx.now.mono);
+                if due {
+                    self.dispatch(ctx, id, false);
+                }
+            }
+            (RunState::Running, ReportStatus::Unknown) => {
+                self.proposing.insert(id);
+                self.outbox.push(Command::MarkFinished(Finish {
+                    run: id,
+                    host: None,
+                    started_at: None,
+                    finished_at: ctx.now.wall,
+                    exit_code: None,
+                    reason: Some(Reason::HostLost),
+                    detail: Some(format!(
+                        "host {from} has no record of the run: it restarted while the run was active"
+                    )),
+                }));
+            }
+            (_, ReportStatus::Starting | ReportStatus::Unknown | ReportStatus::Started { .. }) => {}
+        }
+        self.flush(ctx);
+    }
+
+    pub(super) fn on_proposal_failed(&mut self, state: &State, command: &Command) {
+        let commands: &[Command] = match command {
+            Command::Batch(commands) => commands,
+            other => core::slice::from_ref(other),
+        };
+        for command in commands {
+            match command {
+                Command::LeaderStart { .. } => {}
+                Command::Declare(d) => {
+                    let placed = self.placed_plans.remove(&plan_key(d));
+                    self.unplace(placed);
+                    if let Some(plan) = self.plans.get_mut(&d.job) {
+                        plan.retries_proposed.remove(&(d.scheduled_at, d.attempt));
+                    }
+                    self.resync_job(state, &d.job, true);
+                }
+                Command::RecordMissed { job, .. } => self.resync_job(state, job, true),
+                Command::MarkStarted { run, .. } => {
+                    self.proposing.remove(run);
+                }
+                Command::MarkFinished(f) => {
+                    self.proposing.remove(&f.run);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn on_membership(&mut self, now: Now, change: &Change, membership: &Membership) {
+        match change {
+            Change::Info(host) => {
+                // The host's gossip now reflects what was placed on it a while ago.
+                let reflected = Duration::from_secs(1);
+                let cutoff = Mono::from_millis(
+                    now.mono
+                        .as_millis()
+                        .saturating_sub(reflected.as_millis() as u64),
+                );
+                let mut freed = Vec::new();
+                for placed in self
+                    .placed_plans
+                    .values_mut()
+                    .chain(self.placed_runs.values_mut())
+                {
+                    if placed.host == *host
+                        && placed.at < cutoff
+                        && placed.request != Request::default()
+                    {
+                        freed.push(placed.request);
+                        placed.request = Request::default();
+                    }
+                }
+                if let Some(load) = self.loads.get_mut(host) {
+                    for r in &freed {
+                        load.remove(r);
+                    }
+                }
+            }
+            Change::Up(host) | Change::Restarted(host) => {
+                // Resend at once whatever waits for this host.
+                for d in self.dispatches.values_mut() {
+                    if d.host == *host {
+                        d.deadline = now.mono;
+                    }
+                }
+                if matches!(change, Change::Restarted(_)) {
+                    self.next_reconcile = now.mono;
+                }
+            }
+            Change::Down(_) | Change::Rejoined => {}
+        }
+        let _ = membership;
+    }
+
+    // ----- time -----
+
+    pub(super) fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        if !self.ready {
+            if now.mono >= self.start_retry_at {
+                // The first LeaderStart may have been lost with a failed proposal;
+                // another is harmless (the same term applies once more as a no-op).
+                self.start_retry_at = now.mono + Duration::from_secs(2);
+                ctx.effects
+                    .push_back(Effect::Propose(self.start_command(ctx.me(), now)));
+            }
+            return;
+        }
+        if now.mono >= self.next_heartbeat {
+            self.next_heartbeat = now.mono + ctx.ms(ctx.config.timing.heartbeat_interval_ms.max(1));
+            self.heartbeat(ctx);
+        }
+        self.plan_due(ctx);
+        if now.mono >= self.next_housekeeping {
+            self.next_housekeeping = now.mono + ctx.ms(ctx.config.timing.housekeeping_ms.max(1));
+            self.check_dispatches(ctx);
+            self.check_lost_hosts(ctx);
+            if now.mono >= self.next_stop_resend {
+                self.next_stop_resend = now.mono + ctx.ms(ctx.config.timing.stop_retry_ms.max(1));
+                let stopping: Vec<RunId> = ctx
+                    .state
+                    .active_runs()
+                    .filter(|r| r.stop.is_some())
+                    .map(|r| r.id)
+                    .collect();
+                for id in stopping {
+                    self.send_stop(ctx, id);
+                }
+            }
+            if now.mono >= self.next_reconcile {
+                self.next_reconcile =
+                    now.mono + ctx.ms(ctx.config.timing.reconcile_interval_ms.max(1));
+                self.reconcile(ctx);
+            }
+        }
+        self.flush(ctx);
+    }
+
+    /// Renews the lease of every host this leader can reach, while a quorum still says
+    /// it leads (a leader cut off from its quorum stops renewing), and stops renewing
+    /// (fences) hosts that gossip declares down or that have not answered for a while.
+    fn heartbeat(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now.mono;
+        let t = &ctx.config.timing;
+        let quorum_fresh = ctx
+            .raft
+            .quorum_acked
+            .is_some_and(|q| now.saturating_since(q) < Duration::from_millis(t.lease_ms / 2));
+        let unreachable = Duration::from_millis(t.unreachable_after_ms);
+        let me = ctx.me();
+        let hosts: Vec<(HostId, Liveness)> = ctx
+            .membership
+            .hosts()
+            .values()
+            .filter(|h| h.identity.id != me)
+            .map(|h| (h.identity.id, h.liveness))
+            .collect();
+        let ready = self.ready_mono;
+        for (host, liveness) in hosts {
+            let track = self.hosts.entry(host).or_insert(HostTrack {
+                heard: ready.max(now),
+                renewed: None,
+                fenced: None,
+            });
+            let silent = now.saturating_since(track.heard) > unreachable;
+            if (liveness == Liveness::Down || silent) && track.fenced.is_none() {
+                track.fenced = Some(track.renewed.unwrap_or(ready).max(ready));
+            }
+            if liveness == Liveness::Down || !quorum_fresh {
+                continue;
+            }
+            // A fenced host is only asked whether it is reachable; its answer lifts the
+            // fence, and the next heartbeat renews its lease.
+            let renews_lease = track.fenced.is_none();
+            if renews_lease {
+                track.renewed = Some(now);
+            }
+            ctx.send(
+                host,
+                Message::Heartbeat {
+                    term: self.term,
+                    renews_lease,
+                },
+            );
+        }
+    }
+
+    /// Whether a message to `host` may renew its lease now; if so, records the renewal.
+    fn renew(&mut self, ctx: &Ctx<'_>, host: HostId) -> bool {
+        let now = ctx.now.mono;
+        let lease = Duration::from_millis(ctx.config.timing.lease_ms);
+        let quorum_fresh = ctx
+            .raft
+            .quorum_acked
+            .is_some_and(|q| now.saturating_since(q) < lease / 2);
+        if host == ctx.me() || !quorum_fresh {
+            return false;
+        }
+        let ready = self.ready_mono;
+        let track = self.hosts.entry(host).or_insert(HostTrack {
+            heard: ready.max(now),
+            renewed: None,
+            fenced: None,
+        });
+        if track.fenced.is_some() {
+            return false;
+        }
+        track.renewed = Some(now);
+        true
+    }
+
+    /// A message arrived from `host`: it is reachable, so its lease may be renewed.
+    pub(super) fn heard_from(&mut self, now: Now, host: HostId, membership: &Membership) {
+        let track = self.hosts.entry(host).or_insert(HostTrack {
+            heard: now.mono,
+            renewed: None,
+            fenced: None,
+        });
+        track.heard = now.mono;
+        if membership
+            .host(host)
+            .is_some_and(|h| h.liveness != Liveness::Down)
+        {
+            track.fenced = None;
+        }
+    }
+
+    /// Sends again every dispatch whose host has not reported in time. A host that
+    /// receives one after the run's start deadline refuses it and reports the run
+    /// `dispatch-lost`; a host that never answers is fenced, and its runs are settled by
+    /// the lost-host rule.
+    fn check_dispatches(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let due: Vec<RunId> = self
+            .dispatches
+            .iter()
+            .filter(|(_, d)| d.waiting || d.deadline <= now.mono)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if self.proposing.contains(&id) {
+                continue;
+            }
+            let Some(host) = ctx
+                .state
+                .run(id)
+                .filter(|r| r.state == RunState::Declared)
+                .and_then(|r| r.host)
+            else {
+                self.dispatches.remove(&id);
+                continue;
+            };
+            if self.hosts.get(&host).is_some_and(|t| t.fenced.is_some()) {
+                continue;
+            }
+            self.dispatch(ctx, id, false);
+        }
+    }
+
+    /// Settles the runs of fenced hosts once their lease has surely expired, so that a
+    /// `forbid` job's successor cannot overlap them: `dispatch-lost` for runs the host
+    /// never confirmed, `host-lost` for runs whose outcome is unknown.
+    fn check_lost_hosts(&mut self, ctx: &mut Ctx<'_>) {
+        let t = &ctx.config.timing;
+        let lease = Duration::from_millis(t.lease_ms);
+        let wait = lease + Duration::from_millis(t.lease_margin_ms);
+        // A previous leader may have renewed leases until half a lease after this one
+        // took over (it renews only while its quorum is fresh).
+        let inherited_renewals = self.ready_mono + lease / 2;
+        let now = ctx.now;
+        let me = ctx.me();
+        let mut lost: BTreeMap<HostId, Vec<(RunId, RunState)>> = BTreeMap::new();
+        for run in ctx.state.active_runs() {
+            let Some(host) = run.host else { continue };
+            if host == me || self.proposing.contains(&run.id) {
+                continue;
+            }
+            let fenced = match (self.hosts.get(&host), ctx.membership.host(host)) {
+                (Some(track), _) => track.fenced,
+                // Never seen by this leader's gossip: it may be long gone.
+                (None, None) => {
+                    Some(self.ready_mono + Duration::from_millis(t.unreachable_after_ms))
+                }
+                (None, Some(_)) => None,
+            };
+            if let Some(since) = fenced
+                && now.mono.saturating_since(since.max(inherited_renewals)) >= wait
+                && now.mono >= inherited_renewals + wait
+            {
+                lost.entry(host).or_default().push((run.id, run.state));
+            }
+        }
+        for (host, runs) in lost {
+            ctx.emit(Event::HostLost {
+                host,
+                runs: runs.len(),
+            });
+            for (id, state) in runs {
+                self.proposing.insert(id);
+                self.dispatches.remove(&id);
+                let (reason, detail) = if state == RunState::Declared {
+                    (
+                        Reason::DispatchLost,
+                        format!("host {host} never confirmed the run and stopped answering"),
+                    )
+                } else {
+                    (
+                        Reason::HostLost,
+                        format!(
+                            "host {host} stopped answering while the run's outcome was unknown"
+                        ),
+                    )
+                };
+                self.outbox.push(Command::MarkFinished(Finish {
+                    run: id,
+                    host: None,
+                    started_at: None,
+                    finished_at: now.wall,
+                    exit_code: None,
+                    reason: Some(reason),
+                    detail: Some(detail),
+                }));
+            }
+        }
+    }
+
+    /// Asks each live host about the runs the state says it is running.
+    fn reconcile(&mut self, ctx: &mut Ctx<'_>) {
+        let mut by_host: BTreeMap<HostId, Vec<RunId>> = BTreeMap::new();
+        for run in ctx.state.active_runs() {
+            if let (RunState::Running, Some(host)) = (run.state, run.host)
+                && ctx.membership.is_alive(host)
+            {
+                by_host.entry(host).or_default().push(run.id);
+            }
+        }
+        let chunk = ctx.config.limits.query_runs_max.max(1);
+        for (host, runs) in by_host {
+            for part in runs.chunks(chunk) {
+                ctx.send(
+                    host,
+                    Message::Query {
+                        term: self.term,
+                        runs: part.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let max = ctx.config.limits.proposal_commands_max.max(1);
+        let commands = core::mem::take(&mut self.outbox);
+        let mut chunk = Vec::with_capacity(commands.len().min(max));
+        for command in commands {
+            chunk.push(command);
+            if chunk.len() == max {
+                ctx.effects
+                    .push_back(Effect::Propose(Command::batch(core::mem::take(&mut chunk))));
+            }
+        }
+        if !chunk.is_empty() {
+            ctx.effects
+                .push_back(Effect::Propose(Command::batch(chunk)));
+        }
+    }
+}
+
+/// The job's next due instant under a plan: its next fire, or an unproposed retry.
+fn next_due(job: &JobRecord, plan: &Plan) -> Option<Timestamp> {
+    if job.spec.paused {
+        return None;
+    }
+    let fire = job
+        .spec
+        .schedule
+        .next_after(plan.planned, job.spec.timezone, job.anchor);
+    let retry = job
+        .retries
+        .iter()
+        .filter(|r| !plan.retries_proposed.contains(&(r.scheduled_at, r.attempt)))
+        .map(|r| r.not_before)
+        .min();
+    match (fire, retry) {
+        (Some(f), Some(r)) => Some(f.min(r)),
+        (f, r) => f.or(r),
+    }
+}
+
+/// The instant after which a host must not start the run: the job's starting deadline
+/// past the fire time, and never less than a few dispatch timeouts past its
+/// declaration. Every leader computes the same from the state.
+fn start_by(ctx: &Ctx<'_>, id: RunId) -> Option<Timestamp> {
+    let run = ctx.state.run(id)?;
+    let job = ctx.state.job(&run.job)?;
+    let floor = run.declared_at
+        + Duration::from_millis(ctx.config.timing.dispatch_timeout_ms.saturating_mul(3));
+    let base = match run.trigger {
+        Trigger::Schedule => run.scheduled_at,
+        // A retry or a manual run counts from when it was declared.
+        Trigger::Retry | Trigger::Manual { .. } => run.declared_at,
+    };
+    Some((base + job.spec.starting_deadline()).max(floor))
+}
+
+fn run_spec(ctx: &Ctx<'_>, id: RunId, timing: &super::Timing) -> Option<RunSpec> {
+    let _ = timing;
+    let run = ctx.state.run(id)?;
+    let job = ctx.state.job(&run.job)?;
+    Some(RunSpec {
+        id,
+        job: run.job.clone(),
+        scheduled_at: run.scheduled_at,
+        attempt: run.attempt,
+        executor: job.spec.executor.clone(),
+        timeout_ms: job.spec.timeout_s.map(|s| s.saturating_mul(1000)),
+        concurrency: job.spec.concurrency,
+        start_by: start_by(ctx, id)?,
+    })
+}
+
+/// Gathers consecutive missed fires with the same reason into one record.
+struct Emitter {
+    job: JobName,
+    at: Timestamp,
+    range_max: u32,
+    range: Option<(Timestamp, Timestamp, u32, Reason)>,
+    last_planned: Option<Timestamp>,
+}
+
+impl Emitter {
+    fn new(job: JobName, at: Timestamp, range_max: u32) -> Self {
+        Emitter {
+            job,
+            at,
+            range_max: range_max.max(1),
+            range: None,
+            last_planned: None,
+        }
+    }
+
+    fn missed(&mut self, fire: Timestamp, reason: Reason, outbox: &mut Vec<Command>) {
+        self.last_planned = Some(fire);
+        match &mut self.range {
+            Some((_, last, count, r)) if *r == reason && *count < self.range_max => {
+                *last = fire;
+                *count += 1;
+            }
+            _ => {
+                self.flush(outbox);
+                self.range = Some((fire, fire, 1, reason));
+            }
+        }
+    }
+
+    fn planned(&mut self, fire: Timestamp) {
+        self.last_planned = Some(fire);
+    }
+
+    fn last_planned(&self) -> Option<Timestamp> {
+        self.last_planned
+    }
+
+    fn flush(&mut self, outbox: &mut Vec<Command>) {
+        if let Some((first, last, count, reason)) = self.range.take() {
+            outbox.push(Command::RecordMissed {
+                job: self.job.clone(),
+                first,
+                last,
+                count,
+                reason,
+                at: self.at,
+            });
+        }
+    }
+}
