@@ -485,6 +485,7 @@ impl Sim {
                         self.truth[index].to = Some(self.now.mono);
                     }
                     ExecutorEvent::LaunchFailed { at, .. } => *at = wall,
+                    ExecutorEvent::Adopted { .. } => {}
                 }
                 self.input(host, Input::Executor(event));
             }

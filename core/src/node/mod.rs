@@ -36,13 +36,14 @@ use crate::state::{Settings, State};
 use crate::time::{Mono, Now, Timestamp};
 
 pub use leader::TriggerError;
-pub use worker::LocalRun;
+pub use worker::{LocalRun, LocalStatus};
 
 use leader::Leader;
 use worker::Worker;
 
 /// Timings of the node's protocols. Every value names its unit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Timing {
     /// How often the node does its housekeeping (deadlines, retries, leases).
     pub housekeeping_ms: u64,
@@ -177,6 +178,14 @@ pub struct RaftStatus {
 /// What the local executor reports about a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutorEvent {
+    /// A run found still executing when the daemon started (it outlived a restart of
+    /// the daemon); the host takes it back as if it had just been dispatched and started.
+    Adopted {
+        /// The run, as it was dispatched.
+        spec: RunSpec,
+        /// When it started.
+        started_at: Timestamp,
+    },
     /// The run's command is executing.
     Started {
         /// The run.
@@ -556,6 +565,10 @@ pub struct Node {
     loopback: VecDeque<Message>,
     /// Where hosts that messaged us are, when gossip has not shown them yet.
     peers: BTreeMap<HostId, SocketAddr>,
+    /// The addresses this host was asked to join through; while it knows no live peer
+    /// it asks them again, so that a host started before its seed still joins.
+    seeds: Vec<SocketAddr>,
+    next_rejoin: Mono,
     effects: VecDeque<Effect>,
 }
 
@@ -575,6 +588,8 @@ impl Node {
             worker,
             loopback: VecDeque::new(),
             peers: BTreeMap::new(),
+            seeds: Vec::new(),
+            next_rejoin: now.mono,
             effects: VecDeque::new(),
         };
         node.publish_info(ResourceSample::default());
@@ -683,7 +698,12 @@ impl Node {
             }
             Input::Executor(event) => self.worker.on_executor(now, event, &mut self.effects),
             Input::Resources(sample) => self.publish_info(sample),
-            Input::Join(addr) => self.membership.join(now.mono, addr),
+            Input::Join(addr) => {
+                if !self.seeds.contains(&addr) && self.seeds.len() < SEEDS_MAX {
+                    self.seeds.push(addr);
+                }
+                self.membership.join(now.mono, addr);
+            }
             Input::ProposalFailed(command) => {
                 self.emit(Event::ProposalFailed {
                     commands: command.len(),
@@ -747,6 +767,9 @@ impl Node {
     /// When to hand the node `Input::Tick` next.
     pub fn poll_timeout(&self) -> Option<Mono> {
         let mut next = self.worker.poll_timeout();
+        if !self.seeds.is_empty() {
+            next = Some(next.map_or(self.next_rejoin, |n| n.min(self.next_rejoin)));
+        }
         if let Some(t) = self.membership.poll_timeout() {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
@@ -892,6 +915,21 @@ impl Node {
 
     fn run_timers(&mut self) {
         let now = self.now;
+        if now.mono >= self.next_rejoin && !self.seeds.is_empty() {
+            self.next_rejoin = now.mono
+                + core::time::Duration::from_millis(self.config.gossip.probe_period_ms.max(100));
+            let me = self.identity().id;
+            let alone = !self
+                .membership
+                .hosts()
+                .values()
+                .any(|h| h.identity.id != me && h.liveness == Liveness::Alive);
+            if alone {
+                for addr in self.seeds.clone() {
+                    self.membership.join(now.mono, addr);
+                }
+            }
+        }
         self.membership.handle_timers(now.mono);
         self.drain_membership();
         for message in self.worker.on_tick(now, &mut self.effects) {
@@ -938,6 +976,9 @@ pub fn flatten<'a>(command: &'a Command, outcome: &'a Outcome) -> Vec<(&'a Comma
         (command, outcome) => vec![(command, outcome)],
     }
 }
+
+/// The most seed addresses remembered.
+const SEEDS_MAX: usize = 64;
 
 /// The most senders remembered outside gossip.
 const PEERS_REMEMBERED_MAX: usize = 1024;

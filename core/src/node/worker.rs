@@ -249,6 +249,34 @@ impl Worker {
         effects: &mut VecDeque<Effect>,
     ) {
         match event {
+            ExecutorEvent::Adopted { spec, started_at } => {
+                let id = spec.id;
+                if self.ended.contains_key(&id) {
+                    return;
+                }
+                let local = self.runs.entry(id).or_insert_with(|| LocalRun {
+                    id,
+                    spec: None,
+                    status: LocalStatus::Starting,
+                    started_mono: None,
+                    stop: None,
+                    acked: Acked::Nothing,
+                    next_report: now.mono,
+                });
+                local.spec = Some(spec);
+                if local.status == LocalStatus::Starting {
+                    local.status = LocalStatus::Reported(ReportStatus::Started { at: started_at });
+                    // Its timeout counts from when it really started.
+                    let ran_for = now.wall.saturating_since(started_at);
+                    local.started_mono = Some(Mono::from_millis(
+                        now.mono
+                            .as_millis()
+                            .saturating_sub(ran_for.as_millis() as u64),
+                    ));
+                    local.next_report = now.mono;
+                    self.next_housekeeping = now.mono;
+                }
+            }
             ExecutorEvent::Started { run, at } => {
                 let local = self.runs.entry(run).or_insert_with(|| LocalRun {
                     id: run,
