@@ -1,0 +1,174 @@
+//! The files of one run directory, `runs_dir/<run id>/`, the only channel between the
+//! daemon and a run's supervisor. Both sides outlive each other, so everything either
+//! needs to know about the other is in these files.
+//!
+//! | file             | written by          | holds |
+//! |------------------|---------------------|-------|
+//! | `spec.json`      | daemon, atomically  | the run's spec, the host id, the output bound |
+//! | `status.json`    | supervisor, atomically | pids, start, end, exit code or signal, launch error |
+//! | `output`         | supervisor          | the command's stdout and stderr, interleaved, bounded |
+//! | `stop.json`      | daemon, atomically  | that the daemon asked the run to stop, and why |
+//! | `supervisor.log` | supervisor (stderr) | the supervisor's own complaints |
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rota_core::host::HostId;
+use rota_core::run::{Reason, RunId, RunSpec};
+use rota_core::time::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::io::{Disk, FsDisk};
+
+/// The run's spec, for the supervisor.
+pub(super) const SPEC_FILE: &str = "spec.json";
+/// The supervisor's account of the run.
+pub(super) const STATUS_FILE: &str = "status.json";
+/// The command's output.
+pub(super) const OUTPUT_FILE: &str = "output";
+/// The daemon's stop request.
+pub(super) const STOP_FILE: &str = "stop.json";
+/// The supervisor's standard error.
+pub(super) const SUPERVISOR_LOG_FILE: &str = "supervisor.log";
+
+/// What the daemon hands a supervisor in `spec.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct SpecFile {
+    /// The host the run executes on (for `ROTA_HOST`).
+    pub host: HostId,
+    /// The most output bytes kept in `output`.
+    pub output_bytes_max: u64,
+    /// The run.
+    pub spec: RunSpec,
+}
+
+/// What a supervisor says about its run in `status.json`. Times are milliseconds since
+/// the Unix epoch.
+///
+/// The supervisor writes it three times at most: as soon as it is up (only `pid`), when
+/// the command has started (`child_pid`, `started_at`), and when the command has ended
+/// or could not be started (`finished_at`, with `exit_code`, `signal` or `error`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Status {
+    /// The supervisor's process id.
+    pub pid: u32,
+    /// The command's process id, which is also its process group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_pid: Option<u32>,
+    /// When the command started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When the command ended, or when starting it failed: the status is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The command's exit code, when it exited by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed the command (`SIGTERM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Why the command could not be started, or what else went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Status {
+    /// The command's process id and start, once it has started.
+    pub fn started(&self) -> Option<(u32, Timestamp)> {
+        self.child_pid.zip(self.started_at)
+    }
+
+    /// Whether the run has ended (or never started): nothing will change any more.
+    pub fn is_final(&self) -> bool {
+        self.finished_at.is_some()
+    }
+}
+
+/// What the daemon records in `stop.json` when it asks a run to stop, so that a
+/// restarted daemon still reports the stop as the reason of the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StopFile {
+    /// Why the run was stopped.
+    pub reason: Reason,
+}
+
+/// The directory of `run` under `runs_dir`.
+pub(super) fn run_dir(runs_dir: &Path, run: RunId) -> PathBuf {
+    runs_dir.join(run.0.to_string())
+}
+
+/// The run a directory entry of `runs_dir` belongs to, if it is a run directory.
+pub(super) fn run_of(name: &std::ffi::OsStr) -> Option<RunId> {
+    let name = name.to_str()?;
+    // `u64::from_str` accepts a leading `+`, which `run_dir` never writes.
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().map(RunId)
+}
+
+/// Replaces `dir/name` with `value` as JSON, crash-safely.
+pub(super) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    FsDisk.write_atomic(&dir.join(name), &bytes)
+}
+
+/// Reads `dir/name` as JSON; none if the file does not exist.
+pub(super) fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>> {
+    let path = dir.join(name);
+    match FsDisk.read(&path)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not valid: {e}", path.display()),
+            )
+        }),
+    }
+}
+
+/// Wall-clock time now.
+pub(super) fn wall_now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(Timestamp::EPOCH, |d| {
+            Timestamp::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn only_plain_numbers_are_run_directories() {
+        assert_eq!(run_of(OsStr::new("42")), Some(RunId(42)));
+        assert_eq!(run_of(OsStr::new("+42")), None);
+        assert_eq!(run_of(OsStr::new(".42.tmp")), None);
+        assert_eq!(run_of(OsStr::new("")), None);
+        assert_eq!(run_of(OsStr::new("99999999999999999999999")), None);
+    }
+
+    #[test]
+    fn a_status_reads_back_and_leaves_out_what_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Status {
+            pid: 10,
+            child_pid: Some(11),
+            started_at: Some(Timestamp::from_millis(1_700_000_000_123)),
+            ..Status::default()
+        };
+        write_json(dir.path(), STATUS_FILE, &status).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(STATUS_FILE)).unwrap();
+        assert!(!text.contains("finished_at"), "{text}");
+        assert_eq!(read_json(dir.path(), STATUS_FILE).unwrap(), Some(status));
+        assert_eq!(
+            read_json::<Status>(dir.path(), "missing.json").unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Watching one run to its end from the daemon: polling its `status.json`, stopping it
+//! when asked, and turning what the supervisor recorded into executor events.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use rota_core::node::ExecutorEvent;
+use rota_core::run::{Reason, RunId, RunSpec, bounded_detail};
+use rota_core::time::Timestamp;
+use tokio::time::Instant;
+
+use super::run_dir::{
+    STATUS_FILE, STOP_FILE, SUPERVISOR_LOG_FILE, Status, StopFile, read_json, wall_now, write_json,
+};
+use super::{ProcessConfig, RunHandle, Shared};
+
+/// The longest excerpt of `supervisor.log` quoted in a failure's detail, in bytes.
+const SUPERVISOR_LOG_QUOTED_BYTES_MAX: usize = 300;
+
+/// The supervisor of a watched run.
+#[derive(Debug)]
+pub(super) enum Supervisor {
+    /// Started by this daemon: its exit is seen directly.
+    Child(tokio::process::Child),
+    /// Found running by this daemon (started by an earlier one): its process id, which
+    /// is checked against its command line to guard against reuse.
+    Found(u32),
+}
+
+impl Supervisor {
+    /// How the supervisor ended, if it has.
+    fn gone(&mut self, dir: &Path, config: &ProcessConfig) -> Option<String> {
+        match self {
+            Supervisor::Child(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("process executor: cannot check on a supervisor: {e}");
+                    let pid = child.id()?;
+                    (!supervisor_alive(pid, dir, config)).then(|| "gone".to_owned())
+                }
+            },
+            Supervisor::Found(pid) => {
+                (!supervisor_alive(*pid, dir, config)).then(|| "gone".to_owned())
+            }
+        }
+    }
+
+    /// Returns when a supervisor started by this daemon exits; never for another.
+    async fn exited(&mut self) {
+        match self {
+            Supervisor::Child(child) => {
+                let _ = child.wait().await;
+            }
+            Supervisor::Found(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// What the watch reports once the command has started.
+#[derive(Debug)]
+pub(super) enum Announce {
+    /// Nothing: the start is reported already.
+    Nothing,
+    /// `Started`.
+    Started,
+    /// `Adopted` with this spec: the run was found by a restarted daemon.
+    Adopted(Box<RunSpec>),
+}
+
+/// A stop in progress.
+#[derive(Debug)]
+struct Stopping {
+    /// When `SIGKILL` follows the `SIGTERM`.
+    kill_at: Instant,
+    /// Whether it has.
+    killed: bool,
+}
+
+/// Watches `run` until its end, which it reports (or until the executor is dropped).
+pub(super) async fn watch(
+    shared: &Arc<Shared>,
+    run: RunId,
+    handle: &RunHandle,
+    mut supervisor: Supervisor,
+    mut announce: Announce,
+) {
+    let dir = shared.run_dir(run);
+    let poll = Duration::from_millis(shared.config.poll_interval_ms);
+    let mut alive = shared.alive.clone();
+    let mut stopping: Option<Stopping> = None;
+    let end = loop {
+        let status = read_status(&dir);
+        if let Some((_, started_at)) = status.as_ref().and_then(Status::started) {
+            announce_start(shared, run, &mut announce, started_at);
+        }
+        if let Some(status) = status.as_ref().filter(|s| s.is_final()) {
+            break ended(run, &dir, status, handle.stop_reason());
+        }
+        if let (Some(reason), Some((child_pid, _))) = (
+            handle.stop_reason(),
+            status.as_ref().and_then(Status::started),
+        ) {
+            escalate(shared, run, &dir, reason, child_pid, &mut stopping);
+        }
+        if let Some(how) = supervisor.gone(&dir, &shared.config) {
+            // It may have recorded the end just before it exited.
+            let status = read_status(&dir);
+            if let Some((_, started_at)) = status.as_ref().and_then(Status::started) {
+                announce_start(shared, run, &mut announce, started_at);
+            }
+            break match status {
+                Some(status) if status.is_final() => {
+                    ended(run, &dir, &status, handle.stop_reason())
+                }
+                status => supervisor_died(run, &dir, status.as_ref(), Some(&how)),
+            };
+        }
+        let wait = match &stopping {
+            Some(s) if !s.killed => poll.min(s.kill_at.saturating_duration_since(Instant::now())),
+            _ => poll,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = handle.wake.notified() => {}
+            () = supervisor.exited() => {}
+            changed = alive.changed() => {
+                if changed.is_err() {
+                    // The executor is gone, as with a daemon that died: the run goes on,
+                    // for a later daemon to find.
+                    return;
+                }
+            }
+        }
+    };
+    shared.unregister(run);
+    shared.send(end);
+    let shared = Arc::clone(shared);
+    let _ = tokio::task::spawn_blocking(move || super::recovery::prune(&shared)).await;
+}
+
+fn announce_start(shared: &Shared, run: RunId, announce: &mut Announce, started_at: Timestamp) {
+    match std::mem::replace(announce, Announce::Nothing) {
+        Announce::Nothing => {}
+        Announce::Started => shared.send(ExecutorEvent::Started {
+            run,
+            at: started_at,
+        }),
+        Announce::Adopted(spec) => shared.send(ExecutorEvent::Adopted {
+            spec: *spec,
+            started_at,
+        }),
+    }
+}
+
+/// Sends the stop's next signal, if it is due: `SIGTERM` at once, `SIGKILL` after the
+/// grace period.
+fn escalate(
+    shared: &Shared,
+    run: RunId,
+    dir: &Path,
+    reason: Reason,
+    child_pid: u32,
+    stopping: &mut Option<Stopping>,
+) {
+    match stopping {
+        None => {
+            // Recorded first, so that a restarted daemon still reports the stop.
+            if let Err(e) = write_json(dir, STOP_FILE, &StopFile { reason }) {
+                tracing::warn!(%run, "process executor: cannot record the stop request: {e}");
+            }
+            tracing::info!(%run, %reason, "process executor: stopping the run (SIGTERM)");
+            signal_group(run, child_pid, Signal::SIGTERM);
+            *stopping = Some(Stopping {
+                kill_at: Instant::now() + Duration::from_millis(shared.config.stop_grace_ms),
+                killed: false,
+            });
+        }
+        Some(s) if !s.killed && Instant::now() >= s.kill_at => {
+            tracing::info!(%run, "process executor: the run outlived its stop grace period (SIGKILL)");
+            signal_group(run, child_pid, Signal::SIGKILL);
+            s.killed = true;
+        }
+        Some(_) => {}
+    }
+}
+
+/// Signals the command's process group (its process id: the supervisor makes it a
+/// group leader).
+fn signal_group(run: RunId, child_pid: u32, signal: Signal) {
+    let pgid = match i32::try_from(child_pid) {
+        // Never 0 (our own group) nor 1 (init), whatever a damaged status says.
+        Ok(pgid) if pgid > 1 => pgid,
+        _ => {
+            tracing::warn!(%run, child_pid, "process executor: refusing to signal an impossible process group");
+            return;
+        }
+    };
+    match killpg(Pid::from_raw(pgid), signal) {
+        // Already gone: its end is being recorded.
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => {
+            tracing::warn!(%run, pgid, %signal, "process executor: cannot signal the run: {e}")
+        }
+    }
+}
+
+/// The run's status, if its supervisor has written one it can read.
+pub(super) fn read_status(dir: &Path) -> Option<Status> {
+    match read_json(dir, STATUS_FILE) {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::warn!("process executor: {e}");
+            None
+        }
+    }
+}
+
+/// The stop the daemon (this one or an earlier one) asked of the run, if any.
+pub(super) fn read_stop(dir: &Path) -> Option<Reason> {
+    match read_json::<StopFile>(dir, STOP_FILE) {
+        Ok(stop) => stop.map(|s| s.reason),
+        Err(e) => {
+            tracing::warn!("process executor: {e}");
+            None
+        }
+    }
+}
+
+/// The event for a run whose supervisor recorded its end.
+pub(super) fn ended(
+    run: RunId,
+    dir: &Path,
+    status: &Status,
+    stop: Option<Reason>,
+) -> ExecutorEvent {
+    let at = status.finished_at.unwrap_or_else(wall_now);
+    let Some((_, started_at)) = status.started() else {
+        let detail = status.error.clone().unwrap_or_else(|| {
+            "the run's supervisor ended without starting the command".to_owned()
+        });
+        return ExecutorEvent::LaunchFailed {
+            run,
+            at,
+            reason: Reason::LaunchFailed,
+            detail: bounded_detail(&detail),
+        };
+    };
+    let detail = match (&status.signal, &status.error) {
+        (Some(signal), _) => Some(format!("killed by {signal}")),
+        (None, Some(error)) => Some(bounded_detail(error)),
+        (None, None) => None,
+    };
+    ExecutorEvent::Exited {
+        run,
+        at,
+        started_at: Some(started_at),
+        exit_code: status.exit_code,
+        reason: stop.or_else(|| read_stop(dir)),
+        detail,
+    }
+}
+
+/// The event for a run whose supervisor is gone without recording the end: `exit` is
+/// how it ended when this daemon saw it end, none when it was found gone.
+pub(super) fn supervisor_died(
+    run: RunId,
+    dir: &Path,
+    status: Option<&Status>,
+    exit: Option<&str>,
+) -> ExecutorEvent {
+    match status.and_then(Status::started) {
+        Some((child_pid, started_at)) => {
+            let detail = match exit {
+                Some(how) => format!(
+                    "the run's supervisor ended ({how}) before it recorded the end of the run"
+                ),
+                None => "the run's supervisor died with the host".to_owned(),
+            };
+            tracing::warn!(%run, child_pid, "process executor: {detail}; the command may still run");
+            ExecutorEvent::Exited {
+                run,
+                at: wall_now(),
+                started_at: Some(started_at),
+                exit_code: None,
+                reason: Some(Reason::HostLost),
+                detail: Some(bounded_detail(&detail)),
+            }
+        }
+        None => {
+            let mut detail = match exit {
+                Some(how) => {
+                    format!("the run's supervisor ended ({how}) before it started the command")
+                }
+                None => "the run's supervisor is gone and never started the command".to_owned(),
+            };
+            if let Some(log) = supervisor_log_tail(dir) {
+                detail.push_str(": ");
+                detail.push_str(&log);
+            }
+            tracing::warn!(%run, "process executor: {detail}");
+            ExecutorEvent::LaunchFailed {
+                run,
+                at: wall_now(),
+                reason: Reason::LaunchFailed,
+                detail: bounded_detail(&detail),
+            }
+        }
+    }
+}
+
+/// The end of the supervisor's own log, if it said anything.
+fn supervisor_log_tail(dir: &Path) -> Option<String> {
+    let log = fs::read(dir.join(SUPERVISOR_LOG_FILE)).ok()?;
+    let start = log.len().saturating_sub(SUPERVISOR_LOG_QUOTED_BYTES_MAX);
+    let tail = String::from_utf8_lossy(&log[start..]).trim().to_owned();
+    (!tail.is_empty()).then_some(tail)
+}
+
+/// Whether process `pid` is the live supervisor of the run in `dir`: it exists, and its
+/// command line is the configured supervisor's arguments followed by `dir`, which a
+/// process that reused the pid would not have.
+pub(super) fn supervisor_alive(pid: u32, dir: &Path, config: &ProcessConfig) -> bool {
+    let raw = match i32::try_from(pid) {
+        Ok(raw) if raw > 1 => raw,
+        _ => return false,
+    };
+    match kill(Pid::from_raw(raw), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    let cmdline = match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => cmdline,
+        // Without procfs, the signal test is all there is.
+        Err(_) if !Path::new("/proc/self").exists() => return true,
+        // Gone meanwhile.
+        Err(_) => return false,
+    };
+    // A zombie's command line is empty, so a supervisor that exited but is not yet
+    // reaped counts as gone.
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let expected: Vec<&[u8]> = config
+        .supervisor
+        .iter()
+        .skip(1)
+        .map(|a| a.as_bytes())
+        .chain([dir.as_os_str().as_bytes()])
+        .collect();
+    args.len() > expected.len() && args.ends_with(&expected)
+}

@@ -1,0 +1,458 @@
+//! The process executor with real processes: the `rota` binary as the supervisor, and
+//! `sh` commands as jobs.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use rota_core::host::HostId;
+use rota_core::job::{Concurrency, ExecutorSpec, JobName, ProcessSpec};
+use rota_core::node::ExecutorEvent;
+use rota_core::run::{Reason, RunId, RunSpec};
+use rota_core::time::Timestamp;
+use runtime::executor::Executor;
+use runtime::executor::process::{ProcessConfig, ProcessExecutor};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+/// How long any one event may take to come.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+const HOST: HostId = HostId(7);
+
+fn config(runs_dir: &Path) -> ProcessConfig {
+    ProcessConfig {
+        supervisor: vec![
+            OsString::from(env!("CARGO_BIN_EXE_rota")),
+            OsString::from("__supervise"),
+        ],
+        poll_interval_ms: 20,
+        stop_grace_ms: 5_000,
+        ..ProcessConfig::new(runs_dir.to_path_buf())
+    }
+}
+
+fn spec(id: u64, command: &[&str], env: &[(&str, &str)]) -> RunSpec {
+    RunSpec {
+        id: RunId(id),
+        job: JobName::new("backup").unwrap(),
+        scheduled_at: Timestamp::from_secs(1_700_000_000),
+        attempt: 2,
+        executor: ExecutorSpec::Process(ProcessSpec {
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            cwd: None,
+        }),
+        timeout_ms: None,
+        concurrency: Concurrency::Allow,
+        start_by: Timestamp::from_secs(1_800_000_000),
+    }
+}
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["sh", "-c", script]
+}
+
+async fn next_event(events: &mut UnboundedReceiver<ExecutorEvent>) -> ExecutorEvent {
+    tokio::time::timeout(EVENT_TIMEOUT, events.recv())
+        .await
+        .expect("no executor event in time")
+        .expect("the executor's event channel closed")
+}
+
+/// Waits for `run`'s end, checking that it started first; returns the `Exited` fields.
+async fn started_then_exited(
+    events: &mut UnboundedReceiver<ExecutorEvent>,
+    run: RunId,
+) -> (Option<i32>, Option<Reason>, Option<String>) {
+    match next_event(events).await {
+        ExecutorEvent::Started { run: r, .. } if r == run => {}
+        other => panic!("expected Started of {run:?}, got {other:?}"),
+    }
+    match next_event(events).await {
+        ExecutorEvent::Exited {
+            run: r,
+            started_at,
+            exit_code,
+            reason,
+            detail,
+            ..
+        } if r == run => {
+            assert!(started_at.is_some());
+            (exit_code, reason, detail)
+        }
+        other => panic!("expected Exited of {run:?}, got {other:?}"),
+    }
+}
+
+fn output(executor: &ProcessExecutor, run: RunId) -> String {
+    let path = executor.output_path(run).expect("the run has a directory");
+    String::from_utf8(std::fs::read(path).expect("output is readable")).unwrap()
+}
+
+#[tokio::test]
+async fn a_run_reports_its_start_exit_code_output_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    let script = "echo out; echo err >&2; \
+        echo \"job=$ROTA_JOB run=$ROTA_RUN_ID at=$ROTA_SCHEDULED_AT attempt=$ROTA_ATTEMPT host=$ROTA_HOST\"; \
+        echo \"greeting=$GREETING leak=${CARGO_MANIFEST_DIR:-none} path=${PATH:+set}\"; \
+        echo \"cwd=$(pwd)\"; exit 3";
+    executor.start(spec(1, &sh(script), &[("GREETING", "hello there")]));
+
+    let (code, reason, _) = started_then_exited(&mut events, RunId(1)).await;
+    assert_eq!(code, Some(3));
+    assert_eq!(reason, None);
+    let output = output(&executor, RunId(1));
+    let run_dir = executor.config().runs_dir.join("1");
+    assert_eq!(
+        output,
+        format!(
+            "out\nerr\njob=backup run=1 at=2023-11-14T22:13:20Z attempt=2 host=7\n\
+             greeting=hello there leak=none path=set\ncwd={}\n",
+            run_dir.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn starting_a_run_twice_runs_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let count = outside.path().join("count");
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    let script = format!("echo ran >> '{}'", count.display());
+    let run = spec(2, &sh(&script), &[]);
+    executor.start(run.clone());
+    executor.start(run.clone());
+
+    // The second start may repeat `Started`; the run ends once.
+    let mut exits = 0;
+    while exits == 0 {
+        match next_event(&mut events).await {
+            ExecutorEvent::Started { run, .. } => assert_eq!(run, RunId(2)),
+            ExecutorEvent::Exited { run, exit_code, .. } => {
+                assert_eq!((run, exit_code), (RunId(2), Some(0)));
+                exits += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Once it has ended, a start reports the end again and runs nothing.
+    executor.start(run);
+    match next_event(&mut events).await {
+        ExecutorEvent::Exited { run, exit_code, .. } => {
+            assert_eq!((run, exit_code), (RunId(2), Some(0)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(events.try_recv().is_err());
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n");
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_to_launch_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    executor.start(spec(3, &["rota-no-such-program", "--flag"], &[]));
+    match next_event(&mut events).await {
+        ExecutorEvent::LaunchFailed {
+            run,
+            reason,
+            detail,
+            ..
+        } => {
+            assert_eq!(run, RunId(3));
+            assert_eq!(reason, Reason::LaunchFailed);
+            assert!(detail.contains("rota-no-such-program"), "{detail}");
+            assert!(detail.contains("No such file"), "{detail}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn output_beyond_the_bound_is_cut_with_a_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let config = ProcessConfig {
+        output_bytes_max: 1000,
+        ..config(dir.path())
+    };
+    let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
+    // Far more than a pipe holds: the command must not block on it.
+    executor.start(spec(
+        4,
+        &sh("yes 'a line of output' | head -n 20000; exit 0"),
+        &[],
+    ));
+
+    let (code, _, _) = started_then_exited(&mut events, RunId(4)).await;
+    assert_eq!(code, Some(0));
+    let output = output(&executor, RunId(4));
+    let expected: String = "a line of output\n".repeat(100)[..1000].to_owned()
+        + "\n[rota: output truncated after 1000 bytes]\n";
+    assert_eq!(output, expected);
+}
+
+#[tokio::test]
+async fn a_stopped_run_ends_with_the_stop_reason_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    executor.start(spec(5, &["sleep", "30"], &[]));
+    match next_event(&mut events).await {
+        ExecutorEvent::Started { run, .. } => assert_eq!(run, RunId(5)),
+        other => panic!("unexpected {other:?}"),
+    }
+    let asked = tokio::time::Instant::now();
+    executor.stop(RunId(5), Reason::Stopped);
+    // Stopping what is not running does nothing.
+    executor.stop(RunId(99), Reason::Stopped);
+    match next_event(&mut events).await {
+        ExecutorEvent::Exited {
+            run,
+            exit_code,
+            reason,
+            detail,
+            ..
+        } => {
+            assert_eq!(run, RunId(5));
+            assert_eq!(exit_code, None);
+            assert_eq!(reason, Some(Reason::Stopped));
+            assert_eq!(detail.as_deref(), Some("killed by SIGTERM"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(asked.elapsed() < Duration::from_millis(5_000));
+}
+
+#[tokio::test]
+async fn a_run_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let config = ProcessConfig {
+        stop_grace_ms: 300,
+        ..config(dir.path())
+    };
+    let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
+    executor.start(spec(6, &sh("trap '' TERM; sleep 30"), &[]));
+    match next_event(&mut events).await {
+        ExecutorEvent::Started { run, .. } => assert_eq!(run, RunId(6)),
+        other => panic!("unexpected {other:?}"),
+    }
+    let asked = tokio::time::Instant::now();
+    executor.stop(RunId(6), Reason::Timeout);
+    match next_event(&mut events).await {
+        ExecutorEvent::Exited {
+            run,
+            exit_code,
+            reason,
+            detail,
+            ..
+        } => {
+            assert_eq!(run, RunId(6));
+            assert_eq!(exit_code, None);
+            assert_eq!(reason, Some(Reason::Timeout));
+            assert_eq!(detail.as_deref(), Some("killed by SIGKILL"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(5_000), "{took:?}");
+}
+
+/// A script that runs until `release` exists, then exits with `code`.
+fn held(release: &Path, code: i32) -> String {
+    format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; exit {code}",
+        release.display()
+    )
+}
+
+#[test]
+fn runs_survive_a_restart_of_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let release_a = outside.path().join("release-a");
+    let release_b = outside.path().join("release-b");
+    let script_a = held(&release_a, 7);
+    let script_b = held(&release_b, 5);
+    let spec_a = spec(10, &sh(&script_a), &[]);
+
+    // The first daemon starts two runs, then dies without stopping them.
+    {
+        let tokio = tokio::runtime::Runtime::new().unwrap();
+        tokio.block_on(async {
+            let (tx, mut events) = unbounded_channel();
+            let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+            executor.start(spec_a.clone());
+            executor.start(spec(11, &sh(&script_b), &[]));
+            let mut started = Vec::new();
+            while started.len() < 2 {
+                match next_event(&mut events).await {
+                    ExecutorEvent::Started { run, .. } => started.push(run),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            drop(executor);
+        });
+        tokio.shutdown_background();
+    }
+
+    // Run 11 ends while no daemon watches.
+    std::fs::write(&release_b, "").unwrap();
+    let status_b = dir.path().join("11").join("status.json");
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    while !std::fs::read_to_string(&status_b).is_ok_and(|s| s.contains("finished_at")) {
+        assert!(std::time::Instant::now() < deadline, "run 11 never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // The next daemon finds both.
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let (tx, mut events) = unbounded_channel();
+        let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+        let recovered = executor.recover().await;
+        assert_eq!(recovered.len(), 2, "{recovered:?}");
+        assert!(
+            recovered.iter().any(|e| matches!(
+                e,
+                ExecutorEvent::Exited {
+                    run: RunId(11),
+                    exit_code: Some(5),
+                    started_at: Some(_),
+                    reason: None,
+                    ..
+                }
+            )),
+            "{recovered:?}"
+        );
+        assert!(
+            recovered.iter().any(|e| matches!(
+                e,
+                ExecutorEvent::Adopted { spec, .. } if *spec == spec_a
+            )),
+            "{recovered:?}"
+        );
+        // The adopted run is watched to its end.
+        std::fs::write(&release_a, "").unwrap();
+        match next_event(&mut events).await {
+            ExecutorEvent::Exited {
+                run,
+                exit_code,
+                started_at,
+                ..
+            } => {
+                assert_eq!((run, exit_code), (RunId(10), Some(7)));
+                assert!(started_at.is_some());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A start of a run found on disk starts nothing.
+        executor.start(spec_a.clone());
+        match next_event(&mut events).await {
+            ExecutorEvent::Exited { run, exit_code, .. } => {
+                assert_eq!((run, exit_code), (RunId(10), Some(7)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_run_whose_supervisor_died_is_reported_host_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("12");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // A supervisor that recorded the start, then vanished (pid 0 is never a process).
+    std::fs::write(
+        run_dir.join("status.json"),
+        r#"{"pid": 0, "child_pid": 0, "started_at": 1700000000000}"#,
+    )
+    .unwrap();
+    let (tx, _events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    let recovered = executor.recover().await;
+    match recovered.as_slice() {
+        [
+            ExecutorEvent::Exited {
+                run,
+                exit_code,
+                reason,
+                detail,
+                ..
+            },
+        ] => {
+            assert_eq!(
+                (*run, *exit_code, *reason),
+                (RunId(12), None, Some(Reason::HostLost))
+            );
+            assert_eq!(
+                detail.as_deref(),
+                Some("the run's supervisor died with the host")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn old_run_directories_are_removed_beyond_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let config = ProcessConfig {
+        runs_kept_max: 2,
+        ..config(dir.path())
+    };
+    let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
+    for id in 20..24 {
+        executor.start(spec(id, &["true"], &[]));
+        started_then_exited(&mut events, RunId(id)).await;
+    }
+    executor.recover().await;
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["22", "23"]);
+}
+
+#[tokio::test]
+async fn a_supervisor_that_fails_at_once_fails_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let config = ProcessConfig {
+        supervisor: vec![
+            OsString::from("sh"),
+            OsString::from("-c"),
+            OsString::from("echo no such subcommand >&2; exit 2"),
+            OsString::from("sh"),
+        ],
+        ..config(dir.path())
+    };
+    let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
+    executor.start(spec(30, &["true"], &[]));
+    match next_event(&mut events).await {
+        ExecutorEvent::LaunchFailed {
+            run,
+            reason,
+            detail,
+            ..
+        } => {
+            assert_eq!((run, reason), (RunId(30), Reason::LaunchFailed));
+            assert!(detail.contains("before it started the command"), "{detail}");
+            assert!(detail.contains("no such subcommand"), "{detail}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
