@@ -1,1 +1,70 @@
-fn main() {}
+//! `rota`: the daemon (`agent`, `dev`) and the command-line client, in one binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use runtime::config::{AgentArgs, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "rota", version, about = "rota: cron for a whole cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a rota host: `--bootstrap` starts a new cluster, `--join ADDR` joins one.
+    Agent(AgentArgs),
+    /// Run a one-host cluster on the local defaults, with a demo job.
+    Dev(AgentArgs),
+    /// Supervise one run (started by the daemon, not by people).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The run's directory.
+        dir: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Supervise { dir } => runtime::executor::process::supervise_main(&dir),
+        Command::Agent(args) => daemon(args, false),
+        Command::Dev(args) => daemon(args, true),
+    }
+}
+
+fn daemon(args: AgentArgs, dev: bool) -> ExitCode {
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("rota: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rota: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        if dev {
+            runtime::agent::run_dev(config).await
+        } else {
+            runtime::agent::run_agent(config).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rota: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

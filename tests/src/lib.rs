@@ -1,1 +1,466 @@
-//! End-to-end tests that start real `rota` processes; they live under `tests/tests/`.
+//! A harness for end-to-end tests of real `rota` processes on loopback addresses.
+//!
+//! Each agent gets its own address in 127.0.0.0/8 (unique across the tests of one run),
+//! its own data directory, and its log in that directory. Agents are killed when
+//! dropped, so a failing test leaves no process behind; a failing test also prints the
+//! tail of every agent's log.
+
+use std::fs;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Loopback addresses handed out so far (127.0.x.y), so that tests running at the same
+/// time never share a port.
+static NEXT_ADDR: AtomicU32 = AtomicU32::new(0);
+
+fn fresh_ip() -> Ipv4Addr {
+    // Start away from 127.0.0.1, which a developer's own `rota dev` may be using, and
+    // spread by process id so that two test binaries running at once do not collide.
+    let base = (std::process::id() % 200) * 256 + 2;
+    let n = base + NEXT_ADDR.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(
+        127,
+        1 + (n / 65_536 % 250) as u8,
+        (n / 256 % 256) as u8,
+        (n % 254 + 1) as u8,
+    )
+}
+
+/// The `rota` binary, built if it is not there yet.
+pub fn rota_binary() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let binary = profile_dir.join("rota");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "runtime", "--bin", "rota"])
+        .args(if profile_dir.ends_with("release") {
+            &["--release"][..]
+        } else {
+            &[][..]
+        })
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the rota binary failed");
+    assert!(
+        binary.exists(),
+        "{} missing after the build",
+        binary.display()
+    );
+    *built = Some(binary.clone());
+    binary
+}
+
+/// Waits until `f` answers something, at most `timeout`; panics naming `what` if not.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The `Location` header, if any.
+    pub location: Option<String>,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The body, as JSON when it is JSON (else a JSON string).
+    pub body: Value,
+    /// The body as text.
+    pub text: String,
+}
+
+/// A small HTTP client for one agent's API. It does not follow redirects by itself.
+#[derive(Clone)]
+pub struct Api {
+    /// `http://host:port`.
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).finish()
+    }
+}
+
+impl Api {
+    /// A client for the API at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Api {
+            base: format!("http://{addr}"),
+            agent,
+        }
+    }
+
+    /// Sends one request to a path or a full URL.
+    pub fn request(
+        &self,
+        method: &str,
+        path_or_url: &str,
+        body: Option<&str>,
+    ) -> Result<Answer, String> {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let result = match body {
+            Some(body) => self.agent.run(
+                request
+                    .header("content-type", "application/json")
+                    .body(body.to_owned())
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => self.agent.run(request.body(()).map_err(|e| e.to_string())?),
+        };
+        let mut response = result.map_err(|e| format!("{method} {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header("location");
+        let retry_after = header("retry-after");
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        Ok(Answer {
+            status,
+            location,
+            retry_after,
+            body,
+            text,
+        })
+    }
+
+    /// Sends a request and follows redirects (at most 5), as the CLI does.
+    pub fn follow(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer, String> {
+        let mut answer = self.request(method, path, body)?;
+        for _ in 0..5 {
+            match (answer.status, &answer.location) {
+                (301 | 302 | 307 | 308, Some(location)) => {
+                    let location = location.clone();
+                    answer = self.request(method, &location, body)?;
+                }
+                _ => break,
+            }
+        }
+        Ok(answer)
+    }
+
+    /// GET, following redirects; panics on a transport error.
+    pub fn get(&self, path: &str) -> Answer {
+        self.follow("GET", path, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// How to start one agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// Extra TOML for its configuration file.
+    pub config_toml: String,
+    /// Tags (`name=value`).
+    pub tags: Vec<String>,
+    /// How many voters the cluster has.
+    pub voters: u32,
+}
+
+/// One `rota agent` process.
+#[derive(Debug)]
+pub struct Agent {
+    /// Where its API listens.
+    pub api_addr: SocketAddr,
+    /// Where its cluster RPC and gossip listen.
+    pub cluster_addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent in a fresh data directory under `root`: bootstrapping a cluster
+    /// when `join` is empty, joining through `join` otherwise.
+    pub fn start(root: &Path, join: &[SocketAddr], options: &AgentOptions) -> Agent {
+        let ip = fresh_ip();
+        let api_addr = SocketAddr::from((ip, 7070));
+        let cluster_addr = SocketAddr::from((ip, 7071));
+        let data_dir = root.join(ip.to_string());
+        fs::create_dir_all(&data_dir).expect("data dir");
+        let config = data_dir.join("rota.toml");
+        // Advertised resources are fixed so that placement does not depend on how busy
+        // the machine running the tests is (tests that exercise placement set their own).
+        let resources = if options.config_toml.contains("[resources]") {
+            ""
+        } else {
+            "[resources]\ncpu_total_milli = 4000\ncpu_free_milli = 3000\nmemory_total_mb = 8192\nmemory_free_mb = 6000\ndisk_total_mb = 100000\ndisk_free_mb = 80000\n"
+        };
+        let toml = format!(
+            "resources_interval_ms = 500\n{}\n{resources}",
+            options.config_toml
+        );
+        fs::write(&config, toml).expect("config file");
+        let mut args = vec![
+            "agent".to_owned(),
+            "--config".into(),
+            config.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--api-addr".into(),
+            api_addr.to_string(),
+            "--cluster-addr".into(),
+            cluster_addr.to_string(),
+            "--voters".into(),
+            options.voters.max(1).to_string(),
+        ];
+        if join.is_empty() {
+            args.push("--bootstrap".into());
+        }
+        for addr in join {
+            args.push("--join".into());
+            args.push(addr.to_string());
+        }
+        for tag in &options.tags {
+            args.push("--tag".into());
+            args.push(tag.clone());
+        }
+        let mut agent = Agent {
+            api_addr,
+            cluster_addr,
+            data_dir,
+            args,
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log");
+        let child = Command::new(rota_binary())
+            .args(&self.args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting rota agent");
+        self.child = Some(child);
+    }
+
+    /// The agent's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("agent.log")
+    }
+
+    /// Its API client.
+    pub fn api(&self) -> Api {
+        Api::new(self.api_addr)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to end (SIGKILL after `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on the same data directory and addresses (it rejoins
+    /// with its data; `--bootstrap` is ignored once the cluster exists).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs the agent's command line once more in the foreground and answers its exit
+    /// status and output (for start-up failures).
+    pub fn run_foreground(&self, timeout: Duration) -> (Option<i32>, String) {
+        let mut child = Command::new(rota_binary())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rota agent");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut output = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut output);
+        }
+        (status.and_then(|s| s.code()), output)
+    }
+
+    /// `GET /v1/status` of this agent (no redirect), if it answers.
+    pub fn status(&self) -> Option<Value> {
+        let answer = self.api().request("GET", "/v1/status", None).ok()?;
+        (answer.status == 200).then_some(answer.body)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "----- last lines of the log of agent {} -----",
+                self.api_addr
+            );
+            for line in tail.iter().rev() {
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    }
+}
+
+/// Test timings: short leases and detection so that failure tests take seconds.
+pub const FAST_TIMING: &str = "[timing]\nlease_ms = 3000\nlease_margin_ms = 1000\nunreachable_after_ms = 2000\nheartbeat_interval_ms = 500\n";
+
+/// Several agents forming one cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The agents, the first of which bootstrapped the cluster.
+    pub agents: Vec<Agent>,
+    /// Where their data directories are (removed when dropped).
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` agents, all voters, and waits until they form one cluster with a
+    /// leader.
+    pub fn start(n: usize, options: &AgentOptions) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = AgentOptions {
+            voters: if options.voters == 0 {
+                n as u32
+            } else {
+                options.voters
+            },
+            ..options.clone()
+        };
+        let first = Agent::start(dir.path(), &[], &options);
+        let seed = first.cluster_addr;
+        let mut agents = vec![first];
+        for _ in 1..n {
+            agents.push(Agent::start(dir.path(), &[seed], &options));
+        }
+        let cluster = Cluster { agents, dir };
+        let voters = options.voters.min(n as u32) as u64;
+        wait_until(Duration::from_secs(60), "the cluster to form", || {
+            let statuses: Vec<Value> = cluster.agents.iter().filter_map(Agent::status).collect();
+            let formed = statuses.len() == n
+                && statuses
+                    .iter()
+                    .all(|s| s["leader_id"].is_u64() && s["voters"].as_u64() == Some(voters))
+                && statuses.iter().any(|s| s["is_leader"] == true);
+            formed.then_some(())
+        });
+        cluster
+    }
+
+    /// The index of the current leader, waiting for one.
+    pub fn leader(&self) -> usize {
+        wait_until(Duration::from_secs(30), "a leader", || {
+            self.agents
+                .iter()
+                .position(|a| a.status().is_some_and(|s| s["is_leader"] == true))
+        })
+    }
+
+    /// An API client for agent `i`.
+    pub fn api(&self, i: usize) -> Api {
+        self.agents[i].api()
+    }
+}
+
+/// A process job's JSON.
+pub fn process_job(name: &str, schedule: &str, script: &str, extra: &str) -> String {
+    let command = serde_json::to_string(&["sh", "-c", script]).expect("json");
+    format!(
+        r#"{{"name": "{name}", "schedule": "{schedule}", "executor": {{"process": {{"command": {command}}}}}{extra}}}"#
+    )
+}

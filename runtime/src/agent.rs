@@ -1,0 +1,193 @@
+//! Starting a daemon for real: `rota agent` and `rota dev`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rota_core::command::{Command, Outcome};
+use rota_core::job::JobSpec;
+
+use crate::config::{Config, LogFormat};
+use crate::daemon::{self, Handle, Parts};
+use crate::executor::Executor;
+use crate::executor::process::{ProcessConfig, ProcessExecutor};
+use crate::io::{BoxFuture, Io};
+use crate::resources::SystemProbe;
+
+/// Sets up logging: human lines by default, JSON with `--log-format json`; the level
+/// comes from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A seed for this process's randomness, different at every start.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> BoxFuture<'static, ()> {
+    Box::pin(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    })
+}
+
+/// Starts a production daemon and its API; answers its handle and a future that ends
+/// when the daemon does.
+pub async fn start(
+    config: Config,
+    shutdown: BoxFuture<'static, ()>,
+) -> anyhow::Result<(Handle, impl Future<Output = anyhow::Result<()>>)> {
+    let io = Io::production();
+    io.disk.create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (config `data_dir`)",
+            config.data_dir.display()
+        )
+    })?;
+    let runs_dir = daemon::runs_dir(&config.data_dir);
+    let limits = config.limits.clone();
+    let executor = Box::new(move |host, events| {
+        let config = ProcessConfig {
+            output_bytes_max: limits.output_bytes_max,
+            stop_grace_ms: limits.stop_grace_ms,
+            runs_kept_max: limits.runs_kept_on_host_max,
+            ..ProcessConfig::new(runs_dir)
+        };
+        let executor =
+            ProcessExecutor::new(config, host, events).context("starting the process executor")?;
+        Ok(Arc::new(executor) as Arc<dyn Executor>)
+    });
+    let parts = Parts {
+        probe: Arc::new(SystemProbe::new(&config.data_dir)),
+        config: config.clone(),
+        io: io.clone(),
+        executor,
+        docker: false,
+        seed: fresh_seed(),
+    };
+    let api_listener = io.net.listen(config.api_addr).await.with_context(|| {
+        format!(
+            "cannot listen for the API on {} (config `api_addr`)",
+            config.api_addr
+        )
+    })?;
+    let (handle, task) = daemon::start(parts, shutdown).await?;
+    let api = tokio::spawn(crate::api::serve(api_listener, handle.clone()));
+    tracing::info!(
+        host = %handle.identity.id,
+        api = %config.api_addr,
+        cluster = %config.advertise_addr,
+        data_dir = %config.data_dir.display(),
+        "rota agent started"
+    );
+    let done = async move {
+        let result = task.await.context("the event loop panicked")?;
+        api.abort();
+        result
+    };
+    Ok((handle, done))
+}
+
+/// `rota agent`: runs until SIGINT or SIGTERM.
+pub async fn run_agent(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    let (_handle, done) = start(config, shutdown_signal()).await?;
+    done.await
+}
+
+/// The demo job `rota dev` creates: every 10 seconds, a line of output.
+pub fn demo_job() -> JobSpec {
+    let json = r#"{"name": "demo", "schedule": "*/10 * * * * *",
+        "executor": {"process": {"command": ["sh", "-c", "echo \"hello from rota: run $ROTA_RUN_ID of $ROTA_JOB, scheduled at $ROTA_SCHEDULED_AT\""]}}}"#;
+    crate::api::parse_job(json.as_bytes()).expect("the demo job is valid")
+}
+
+/// `rota dev`: a one-host cluster on the local defaults with a demo job.
+pub async fn run_dev(mut config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    config.bootstrap = true;
+    config.voters = 1;
+    let (handle, done) = start(config.clone(), shutdown_signal()).await?;
+    // Wait for this host to lead, then make sure the demo job exists.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if handle
+            .with_node(|node, _| node.is_ready_leader())
+            .await
+            .unwrap_or(false)
+        {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "this host did not become leader within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exists = handle
+        .with_node(|node, _| {
+            node.state()
+                .job(&rota_core::job::JobName::new("demo").expect("valid name"))
+                .is_some()
+        })
+        .await
+        .unwrap_or(true);
+    if !exists {
+        let at = handle.clock.now().wall;
+        match handle
+            .propose(Command::PutJob {
+                spec: Box::new(demo_job()),
+                replace: false,
+                at,
+            })
+            .await
+        {
+            Ok(Outcome::JobCreated) => tracing::info!("created the demo job"),
+            other => tracing::warn!(outcome = ?other, "could not create the demo job"),
+        }
+    }
+    let api = config.api_addr;
+    eprintln!(
+        "\nrota is running: a one-host cluster with a demo job that runs every 10 seconds.\n\
+         \n  data directory  {data}\
+         \n  API             http://{api}/v1/status\
+         \n  the demo job    http://{api}/v1/jobs/demo/runs\
+         \n  from the CLI    rota --api http://{api} runs demo\
+         \n                  rota --api http://{api} logs <run id> -f\
+         \n\nStop it with Ctrl-C.\n",
+        data = config.data_dir.display(),
+    );
+    done.await
+}

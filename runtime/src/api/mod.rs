@@ -1,0 +1,750 @@
+//! The HTTP API (JSON, under `/v1`), served by every host.
+//!
+//! Writes and consistent reads are answered by the leader; any other host answers
+//! `302 Found` with `Location` on the leader's API address, or `503` with `Retry-After`
+//! while there is no leader. Reads with `?stale=true` are answered by any host from its
+//! own replica. A write answered 2xx has been committed by Raft and applied.
+
+mod output;
+pub mod views;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rota_core::command::{Command, Outcome, Rejection};
+use rota_core::job::{JobName, JobSpec};
+use rota_core::node::TriggerError;
+use rota_core::run::RunId;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::daemon::{Handle, ProposeError};
+use crate::io::Listener;
+use views::{NextFire, RunView, StatusView};
+
+/// A response body: whole, or streamed (run output).
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(listener: Box<dyn Listener>, handle: Handle) {
+    let slots = Arc::new(Semaphore::new(
+        handle.config.limits.api_requests_concurrent_max,
+    ));
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        let slots = Arc::clone(&slots);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let handle = handle.clone();
+                let slots = Arc::clone(&slots);
+                async move { Ok::<_, Infallible>(answer(&handle, &slots, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "API connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn answer(
+    handle: &Handle,
+    slots: &Arc<Semaphore>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    // Too many requests at once: refuse at once rather than queue without bound.
+    let Ok(_slot) = slots.try_acquire() else {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests at once; retry shortly",
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, "1".parse().expect("static header"));
+        return response;
+    };
+    route(handle, request).await
+}
+
+/// The request, as the routes see it.
+struct Req {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    path_and_query: String,
+    body: Incoming,
+}
+
+impl Req {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.param(name), Some("true" | "1" | "yes"))
+    }
+}
+
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// Answers one request.
+pub async fn route(handle: &Handle, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parse_query(parts.uri.query().unwrap_or("")),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.to_string()),
+        body,
+    };
+    let path = req.path.clone();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let m = &req.method;
+    match segments.as_slice() {
+        ["v1", "status"] if m == Method::GET => status(handle).await,
+        ["v1", "members"] if m == Method::GET => members(handle).await,
+        ["v1", "jobs"] if m == Method::GET => {
+            read(handle, &req, |h, _| Box::pin(list_jobs(h))).await
+        }
+        ["v1", "jobs"] if m == Method::POST => {
+            write(handle, req, |h, r| Box::pin(put_job(h, r, None))).await
+        }
+        ["v1", "jobs", name] => {
+            let name = (*name).to_owned();
+            match *m {
+                Method::GET => read(handle, &req, move |h, _| Box::pin(get_job(h, name))).await,
+                Method::PUT => {
+                    write(handle, req, move |h, r| Box::pin(put_job(h, r, Some(name)))).await
+                }
+                Method::DELETE => {
+                    write(handle, req, move |h, _| {
+                        Box::pin(simple_write(h, name, Verb::Delete))
+                    })
+                    .await
+                }
+                _ => not_allowed(),
+            }
+        }
+        ["v1", "jobs", name, action] => {
+            let name = (*name).to_owned();
+            match (m, *action) {
+                (&Method::POST, "pause") => {
+                    write(handle, req, move |h, _| {
+                        Box::pin(simple_write(h, name, Verb::Pause))
+                    })
+                    .await
+                }
+                (&Method::POST, "resume") => {
+                    write(handle, req, move |h, _| {
+                        Box::pin(simple_write(h, name, Verb::Resume))
+                    })
+                    .await
+                }
+                (&Method::POST, "run") => {
+                    write(handle, req, move |h, r| {
+                        Box::pin(trigger(h, name, r.flag("force")))
+                    })
+                    .await
+                }
+                (&Method::GET, "next") => {
+                    let count = req.param("count").map(str::to_owned);
+                    read(handle, &req, move |h, _| Box::pin(next(h, name, count))).await
+                }
+                (&Method::GET, "runs") => {
+                    let limit = req.param("limit").map(str::to_owned);
+                    read(handle, &req, move |h, _| Box::pin(job_runs(h, name, limit))).await
+                }
+                (_, "pause" | "resume" | "run" | "next" | "runs") => not_allowed(),
+                _ => not_found("no such endpoint"),
+            }
+        }
+        ["v1", "runs", id] if m == Method::GET => {
+            let id = id.to_string();
+            read(handle, &req, move |h, _| Box::pin(get_run(h, id))).await
+        }
+        ["v1", "runs", id, "output"] if m == Method::GET => {
+            output::serve_output(handle, &req.path_and_query, id, req.flag("follow")).await
+        }
+        ["v1", "runs", ..] | ["v1", "jobs", ..] | ["v1", "status" | "members"] => not_allowed(),
+        _ => not_found("no such endpoint; the API lives under /v1"),
+    }
+}
+
+type Answer<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + 'a>>;
+
+/// Where a request that needs the leader goes, if not here.
+enum Leadership {
+    /// This host leads and has applied its first entry.
+    Here,
+    /// Another host leads; answer with this redirect.
+    Elsewhere(Response<Body>),
+}
+
+async fn leadership(handle: &Handle, path_and_query: &str) -> Leadership {
+    let view = handle
+        .with_node(|node, _| {
+            (
+                node.is_ready_leader(),
+                node.raft().is_leader,
+                node.raft().leader,
+                node.known_leader(),
+            )
+        })
+        .await;
+    let Ok((ready, is_leader, raft_leader, known)) = view else {
+        return Leadership::Elsewhere(unavailable("this host is shutting down"));
+    };
+    if ready {
+        return Leadership::Here;
+    }
+    if is_leader {
+        return Leadership::Elsewhere(unavailable(
+            "this host was just elected leader and is taking over",
+        ));
+    }
+    let leader = raft_leader.map(|l| l.0).or(known.map(|(id, _, _)| id.0));
+    let api = match leader {
+        Some(id) => {
+            leader_api(handle, id).or(known.and_then(|(_, _, api)| api.map(|a| a.to_string())))
+        }
+        None => None,
+    };
+    match api {
+        Some(api) => Leadership::Elsewhere(redirect(&api, path_and_query)),
+        None => Leadership::Elsewhere(unavailable(
+            "there is no leader at the moment (an election may be under way)",
+        )),
+    }
+}
+
+/// The leader's API address from Raft's membership.
+fn leader_api(handle: &Handle, leader: u64) -> Option<String> {
+    let metrics = handle.raft.metrics().borrow().clone();
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|peer| peer.api_addr.clone())
+}
+
+/// A consistent read: on the leader after confirming it still leads, or anywhere with
+/// `?stale=true`.
+async fn read<'a>(
+    handle: &'a Handle,
+    req: &Req,
+    f: impl FnOnce(&'a Handle, &Req) -> Answer<'a>,
+) -> Response<Body> {
+    if !req.flag("stale") {
+        match leadership(handle, &req.path_and_query).await {
+            Leadership::Elsewhere(response) => return response,
+            Leadership::Here => {
+                if handle.raft.ensure_linearizable().await.is_err() {
+                    return unavailable("leadership is changing; retry shortly");
+                }
+            }
+        }
+    }
+    f(handle, req).await
+}
+
+/// A write: on the leader only.
+async fn write<'a>(
+    handle: &'a Handle,
+    req: Req,
+    f: impl FnOnce(&'a Handle, Req) -> Answer<'a>,
+) -> Response<Body> {
+    match leadership(handle, &req.path_and_query).await {
+        Leadership::Elsewhere(response) => response,
+        Leadership::Here => f(handle, req).await,
+    }
+}
+
+// ----- endpoints -----
+
+async fn status(handle: &Handle) -> Response<Body> {
+    let h = handle.clone();
+    let view = handle
+        .with_node(move |node, _| {
+            let raft = node.raft().clone();
+            let leader = raft.leader.or(node.known_leader().map(|(id, _, _)| id));
+            let leader_api = leader.and_then(|l| {
+                leader_api(&h, l.0)
+                    .or_else(|| node.member(l).map(|m| m.identity.api_addr.to_string()))
+            });
+            StatusView {
+                id: node.identity().id.0,
+                api_addr: node.identity().api_addr.to_string(),
+                cluster_addr: node.identity().cluster_addr.to_string(),
+                role: node.role(),
+                is_leader: raft.is_leader,
+                leader_id: leader.map(|l| l.0),
+                leader_api,
+                term: raft.term.max(node.known_leader().map_or(0, |(_, t, _)| t)),
+                cluster_size: node.members().len(),
+                voters: raft.voters.len(),
+                applied_index: node.state().applied_index(),
+                jobs: node.state().jobs().len(),
+                active_runs: node.state().active_count(),
+            }
+        })
+        .await;
+    match view {
+        Ok(view) => json_response(StatusCode::OK, &view),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+async fn members(handle: &Handle) -> Response<Body> {
+    match handle.with_node(|node, _| node.members()).await {
+        Ok(members) => json_response(StatusCode::OK, &members),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+async fn list_jobs(handle: &Handle) -> Response<Body> {
+    let jobs = handle
+        .with_node(|node, _| {
+            node.state()
+                .jobs()
+                .map(|(_, job)| job.spec.clone())
+                .collect::<Vec<JobSpec>>()
+        })
+        .await;
+    match jobs {
+        Ok(jobs) => json_response(StatusCode::OK, &jobs),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+fn job_name(text: &str) -> Result<JobName, Box<Response<Body>>> {
+    JobName::new(text)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &e.message, Some("name"))))
+}
+
+async fn get_job(handle: &Handle, name: String) -> Response<Body> {
+    let name = match job_name(&name) {
+        Ok(name) => name,
+        Err(response) => return *response,
+    };
+    let lookup = name.clone();
+    match handle
+        .with_node(move |node, _| node.state().job(&lookup).map(|j| j.spec.clone()))
+        .await
+    {
+        Ok(Some(spec)) => json_response(StatusCode::OK, &spec),
+        Ok(None) => not_found(&format!("no job named `{name}`")),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+/// Reads a request body of at most the configured size.
+async fn body_bytes(handle: &Handle, body: Incoming) -> Result<Bytes, Box<Response<Body>>> {
+    let max = handle.config.limits.api_body_bytes_max;
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Box::new(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is over the limit of {max} bytes"),
+                None,
+            )))
+        }
+        Err(e) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the request body: {e}"),
+            None,
+        ))),
+    }
+}
+
+/// Parses a job spec, naming the field that is wrong.
+pub fn parse_job(bytes: &[u8]) -> Result<JobSpec, (String, Option<String>)> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let spec: JobSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != "." && !path.is_empty()).then_some(path);
+        (e.inner().to_string(), field)
+    })?;
+    de.end().map_err(|e| (e.to_string(), None))?;
+    spec.validate(&rota_core::job::JobLimits::default())
+        .map_err(|e| (e.message, Some(e.field)))?;
+    Ok(spec)
+}
+
+async fn put_job(handle: &Handle, req: Req, name: Option<String>) -> Response<Body> {
+    let bytes = match body_bytes(handle, req.body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return *response,
+    };
+    let spec = match parse_job(&bytes) {
+        Ok(spec) => spec,
+        Err((message, field)) => return error(StatusCode::BAD_REQUEST, &message, field.as_deref()),
+    };
+    if let Some(name) = &name
+        && name != spec.name.as_str()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the body names job `{}` but the path names `{name}`",
+                spec.name
+            ),
+            Some("name"),
+        );
+    }
+    let now = handle.clock.now();
+    let command = Command::PutJob {
+        spec: Box::new(spec.clone()),
+        replace: name.is_some(),
+        at: now.wall,
+    };
+    match propose(handle, command, &req.path_and_query).await {
+        Ok(Outcome::JobCreated) => json_response(StatusCode::CREATED, &spec),
+        Ok(Outcome::JobReplaced) => json_response(StatusCode::OK, &spec),
+        Ok(outcome) => rejected(outcome),
+        Err(response) => *response,
+    }
+}
+
+enum Verb {
+    Delete,
+    Pause,
+    Resume,
+}
+
+async fn simple_write(handle: &Handle, name: String, verb: Verb) -> Response<Body> {
+    let name = match job_name(&name) {
+        Ok(name) => name,
+        Err(response) => return *response,
+    };
+    let at = handle.clock.now().wall;
+    let command = match verb {
+        Verb::Delete => Command::DeleteJob {
+            name: name.clone(),
+            at,
+        },
+        Verb::Pause => Command::PauseJob {
+            name: name.clone(),
+            at,
+        },
+        Verb::Resume => Command::ResumeJob {
+            name: name.clone(),
+            at,
+        },
+    };
+    let path = format!("/v1/jobs/{name}");
+    match propose(handle, command, &path).await {
+        Ok(Outcome::Done) => match verb {
+            Verb::Delete => empty(StatusCode::NO_CONTENT),
+            _ => get_job(handle, name.to_string()).await,
+        },
+        Ok(outcome) => rejected(outcome),
+        Err(response) => *response,
+    }
+}
+
+async fn trigger(handle: &Handle, name: String, force: bool) -> Response<Body> {
+    let name = match job_name(&name) {
+        Ok(name) => name,
+        Err(response) => return *response,
+    };
+    let plan_name = name.clone();
+    let planned = handle
+        .with_node(move |node, now| node.plan_trigger(now, &plan_name, force))
+        .await;
+    let command = match planned {
+        Ok(Ok(command)) => command,
+        Ok(Err(TriggerError::UnknownJob(_))) => {
+            return not_found(&format!("no job named `{name}`"));
+        }
+        Ok(Err(e @ TriggerError::Busy { .. })) => {
+            return error(StatusCode::CONFLICT, &e.to_string(), None);
+        }
+        Ok(Err(e)) => return unavailable(&e.to_string()),
+        Err(_) => return unavailable("this host is shutting down"),
+    };
+    match propose(handle, command, &format!("/v1/jobs/{name}/run")).await {
+        Ok(Outcome::Declared { run }) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "id": run.0, "state": "declared" }),
+        ),
+        Ok(Outcome::Recorded { run, state, reason }) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "id": run.0, "state": state, "reason": reason.as_str() }),
+        ),
+        Ok(outcome) => rejected(outcome),
+        Err(response) => *response,
+    }
+}
+
+const NEXT_COUNT_MAX: usize = 100;
+const RUNS_LIMIT_MAX: usize = 1000;
+
+fn count_param(
+    text: Option<String>,
+    field: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, Box<Response<Body>>> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("must be a number from 1 to {max}"),
+                    Some(field),
+                ))
+            }),
+    }
+}
+
+async fn next(handle: &Handle, name: String, count: Option<String>) -> Response<Body> {
+    let name = match job_name(&name) {
+        Ok(name) => name,
+        Err(response) => return *response,
+    };
+    let count = match count_param(count, "count", 5, NEXT_COUNT_MAX) {
+        Ok(count) => count,
+        Err(response) => return *response,
+    };
+    let lookup = name.clone();
+    let fires = handle
+        .with_node(move |node, now| {
+            let job = node.state().job(&lookup)?;
+            let spec = &job.spec;
+            let mut fires = Vec::new();
+            let mut cursor = now.wall.max(job.watermark);
+            while fires.len() < count {
+                let Some(fire) = spec.schedule.next_after(cursor, spec.timezone, job.anchor) else {
+                    break;
+                };
+                fires.push(NextFire::new(fire, spec.timezone));
+                cursor = fire;
+            }
+            Some(fires)
+        })
+        .await;
+    match fires {
+        Ok(Some(fires)) => json_response(StatusCode::OK, &fires),
+        Ok(None) => not_found(&format!("no job named `{name}`")),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+async fn job_runs(handle: &Handle, name: String, limit: Option<String>) -> Response<Body> {
+    let name = match job_name(&name) {
+        Ok(name) => name,
+        Err(response) => return *response,
+    };
+    let limit = match count_param(limit, "limit", 20, RUNS_LIMIT_MAX) {
+        Ok(limit) => limit,
+        Err(response) => return *response,
+    };
+    let lookup = name.clone();
+    let runs = handle
+        .with_node(move |node, _| {
+            let state = node.state();
+            let job = state.job(&lookup)?;
+            Some(
+                state
+                    .runs_of(job)
+                    .take(limit)
+                    .map(RunView::from)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
+    match runs {
+        Ok(Some(runs)) => json_response(StatusCode::OK, &runs),
+        Ok(None) => not_found(&format!("no job named `{name}`")),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+fn run_id(text: &str) -> Result<RunId, Box<Response<Body>>> {
+    text.parse::<u64>().map(RunId).map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{text}` is not a run id"),
+            Some("id"),
+        ))
+    })
+}
+
+async fn get_run(handle: &Handle, id: String) -> Response<Body> {
+    let id = match run_id(&id) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    match handle
+        .with_node(move |node, _| node.state().run(id).map(RunView::from))
+        .await
+    {
+        Ok(Some(run)) => json_response(StatusCode::OK, &run),
+        Ok(None) => not_found(&format!(
+            "no run {id} (runs age out of a job's bounded history)"
+        )),
+        Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+/// Proposes a command and waits for its outcome; a lost leadership becomes a redirect.
+async fn propose(
+    handle: &Handle,
+    command: Command,
+    path_and_query: &str,
+) -> Result<Outcome, Box<Response<Body>>> {
+    match handle.propose(command).await {
+        Ok(outcome) => Ok(outcome),
+        Err(ProposeError::NotLeader(_)) => match leadership(handle, path_and_query).await {
+            Leadership::Elsewhere(response) => Err(Box::new(response)),
+            Leadership::Here => Err(Box::new(unavailable(
+                "leadership is changing; retry shortly",
+            ))),
+        },
+        Err(ProposeError::Raft(e)) => Err(Box::new(unavailable(&format!(
+            "the write was not committed: {e}"
+        )))),
+    }
+}
+
+fn rejected(outcome: Outcome) -> Response<Body> {
+    match outcome {
+        Outcome::Rejected(why) => {
+            let status = match &why {
+                Rejection::UnknownJob(_) | Rejection::UnknownRun(_) => StatusCode::NOT_FOUND,
+                Rejection::JobExists(_)
+                | Rejection::Busy { .. }
+                | Rejection::TooManyJobs { .. } => StatusCode::CONFLICT,
+                Rejection::InvalidJob(e) => {
+                    return error(StatusCode::BAD_REQUEST, &e.message, Some(&e.field));
+                }
+                _ => StatusCode::CONFLICT,
+            };
+            error(status, &why.to_string(), None)
+        }
+        other => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("unexpected outcome {other:?}"),
+            None,
+        ),
+    }
+}
+
+// ----- responses -----
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// A JSON response.
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let mut bytes =
+        serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    bytes.push(b'\n');
+    let mut response = Response::new(full(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
+    response
+}
+
+/// An error as JSON: `{"error": what to fix, "field": which}`.
+pub fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response<Body> {
+    json_response(status, &json!({ "error": message, "field": field }))
+}
+
+fn not_found(message: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, message, None)
+}
+
+fn not_allowed() -> Response<Body> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+        None,
+    )
+}
+
+fn unavailable(message: &str) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message, None);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, "1".parse().expect("static header"));
+    response
+}
+
+fn redirect(api: &str, path_and_query: &str) -> Response<Body> {
+    let location = format!("http://{api}{path_and_query}");
+    let mut response = json_response(
+        StatusCode::FOUND,
+        &json!({ "leader": api, "location": location }),
+    );
+    if let Ok(value) = location.parse() {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
+
+/// The address a redirect to `addr` names.
+pub fn api_location(addr: SocketAddr, path_and_query: &str) -> String {
+    format!("http://{addr}{path_and_query}")
+}

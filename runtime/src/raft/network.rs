@@ -1,0 +1,131 @@
+//! Raft's RPCs carried over cluster RPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use super::types::{Peer, TypeConfig};
+use crate::rpc::{Request, Response, RpcClient, RpcError};
+
+/// Makes a connection to each Raft peer.
+#[derive(Debug, Clone)]
+pub struct Network {
+    client: Arc<RpcClient>,
+}
+
+impl Network {
+    /// Raft's network over `client`.
+    pub fn new(client: Arc<RpcClient>) -> Self {
+        Network { client }
+    }
+}
+
+/// The connection to one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    client: Arc<RpcClient>,
+    target: u64,
+    addr: Option<SocketAddr>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &Peer) -> PeerClient {
+        PeerClient {
+            client: Arc::clone(&self.client),
+            target,
+            addr: node.cluster_addr.parse().ok(),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<u64, Peer, E>>;
+
+impl PeerClient {
+    async fn call<E: std::error::Error>(
+        &self,
+        request: Request,
+        option: &RPCOption,
+    ) -> RpcResult<Response, E> {
+        let Some(addr) = self.addr else {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the peer's cluster address is not an address",
+            );
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        match self
+            .client
+            .call(addr, &request, Some(option.hard_ttl()))
+            .await
+        {
+            Ok(response) => Ok(response),
+            Err(e @ (RpcError::Io { .. } | RpcError::Timeout { .. })) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e @ RpcError::Protocol { .. }) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self, response: &Response) -> RPCError<u64, Peer, E> {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "peer {} answered with the wrong kind of response: {response:?}",
+                self.target
+            ),
+        );
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
+        match self.call(Request::AppendEntries(rpc), &option).await? {
+            Response::AppendEntries(Ok(r)) => Ok(r),
+            Response::AppendEntries(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        match self.call(Request::InstallSnapshot(rpc), &option).await? {
+            Response::InstallSnapshot(Ok(r)) => Ok(r),
+            Response::InstallSnapshot(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
+        match self.call(Request::Vote(rpc), &option).await? {
+            Response::Vote(Ok(r)) => Ok(r),
+            Response::Vote(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+}
