@@ -17,7 +17,7 @@ use rota_core::host::{HostId, HostIdentity, ResourceSample};
 use rota_core::job::{
     Concurrency, ExecutorSpec, JobName, JobSpec, MissedPolicy, ProcessSpec, Resources,
 };
-use rota_core::node::{Effect, Event, ExecutorEvent, Input, Message, Node, NodeConfig, RaftStatus};
+use rota_core::node::{Effect, ExecutorEvent, Input, Message, Node, NodeConfig, RaftStatus};
 use rota_core::run::{Reason, RunId, RunSpec, RunState, Trigger};
 use rota_core::schedule::{Schedule, Tz};
 use rota_core::state::State;
@@ -288,7 +288,7 @@ impl Sim {
                     }
                 }
                 Effect::Event(event) => {
-                    *self.events.entry(event_name(&event)).or_default() += 1;
+                    *self.events.entry(event.name()).or_default() += 1;
                 }
             }
         }
@@ -655,29 +655,6 @@ fn sample() -> ResourceSample {
     }
 }
 
-fn event_name(event: &Event) -> &'static str {
-    match event {
-        Event::BecameLeader { .. } => "became-leader",
-        Event::LeaderReady { .. } => "leader-ready",
-        Event::LostLeadership { .. } => "lost-leadership",
-        Event::Declared { .. } => "declared",
-        Event::Recorded { .. } => "recorded",
-        Event::Ended { .. } => "ended",
-        Event::DispatchRetried { .. } => "dispatch-retried",
-        Event::InheritedDispatch { .. } => "inherited-dispatch",
-        Event::HostDown { .. } => "host-down",
-        Event::HostUp { .. } => "host-up",
-        Event::HostRestarted { .. } => "host-restarted",
-        Event::HostLost { .. } => "host-lost",
-        Event::StaleLeaderRefused { .. } => "stale-leader-refused",
-        Event::DuplicateDispatch { .. } => "duplicate-dispatch",
-        Event::DispatchExpired { .. } => "dispatch-expired",
-        Event::LeaseExpired { .. } => "lease-expired",
-        Event::TimedOut { .. } => "timed-out",
-        Event::ProposalFailed { .. } => "proposal-failed",
-        Event::Rejected { .. } => "rejected",
-    }
-}
 
 fn job(name: &str, schedule: &str) -> JobSpec {
     JobSpec {

@@ -481,6 +481,33 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// A short kebab-case name of the event's kind (for counters and coverage marks).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::BecameLeader { .. } => "became-leader",
+            Event::LeaderReady { .. } => "leader-ready",
+            Event::LostLeadership { .. } => "lost-leadership",
+            Event::Declared { .. } => "declared",
+            Event::Recorded { .. } => "recorded",
+            Event::Ended { .. } => "ended",
+            Event::DispatchRetried { .. } => "dispatch-retried",
+            Event::InheritedDispatch { .. } => "inherited-dispatch",
+            Event::HostDown { .. } => "host-down",
+            Event::HostUp { .. } => "host-up",
+            Event::HostRestarted { .. } => "host-restarted",
+            Event::HostLost { .. } => "host-lost",
+            Event::StaleLeaderRefused { .. } => "stale-leader-refused",
+            Event::DuplicateDispatch { .. } => "duplicate-dispatch",
+            Event::DispatchExpired { .. } => "dispatch-expired",
+            Event::LeaseExpired { .. } => "lease-expired",
+            Event::TimedOut { .. } => "timed-out",
+            Event::ProposalFailed { .. } => "proposal-failed",
+            Event::Rejected { .. } => "rejected",
+        }
+    }
+}
+
 /// Something the runtime must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
