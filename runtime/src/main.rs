@@ -8,6 +8,9 @@ use runtime::config::{AgentArgs, Config};
 #[derive(Debug, Parser)]
 #[command(name = "rota", version, about = "rota: cron for a whole cluster")]
 struct Cli {
+    /// `--api` and `--output`, used by the client commands (the daemon ignores them).
+    #[command(flatten)]
+    client: runtime::cli::ClientOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +27,9 @@ enum Command {
         /// The run's directory.
         dir: std::path::PathBuf,
     },
+    /// The client commands, which talk to a host's HTTP API.
+    #[command(flatten)]
+    Client(runtime::cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,7 @@ fn main() -> ExitCode {
         Command::Supervise { dir } => runtime::executor::process::supervise_main(&dir),
         Command::Agent(args) => daemon(args, false),
         Command::Dev(args) => daemon(args, true),
+        Command::Client(command) => runtime::cli::run(&cli.client, command),
     }
 }
 
