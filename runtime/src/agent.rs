@@ -96,6 +96,7 @@ pub async fn start(
         executor,
         docker: false,
         seed: fresh_seed(),
+        on_event: None,
     };
     let api_listener = io.net.listen(config.api_addr).await.with_context(|| {
         format!(

@@ -162,6 +162,8 @@ pub struct FileConfig {
     pub cluster_addr: Option<SocketAddr>,
     /// See [`Config::advertise_addr`].
     pub advertise_addr: Option<SocketAddr>,
+    /// See [`Config::advertise_api_addr`].
+    pub advertise_api_addr: Option<SocketAddr>,
     /// See [`Config::join`].
     #[serde(default)]
     pub join: Vec<String>,
@@ -213,6 +215,10 @@ pub struct AgentArgs {
     /// The cluster address peers should dial, when it is not the bound one.
     #[arg(long, env = "ROTA_ADVERTISE_ADDR")]
     pub advertise_addr: Option<SocketAddr>,
+    /// The API address redirects should name, when it is not the bound one [default: the
+    /// API address, with the advertised host when the API binds to all interfaces].
+    #[arg(long, env = "ROTA_ADVERTISE_API_ADDR")]
+    pub advertise_api_addr: Option<SocketAddr>,
     /// Join the cluster through this member's cluster address (repeatable).
     #[arg(long, env = "ROTA_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
@@ -244,6 +250,8 @@ pub struct Config {
     pub cluster_addr: SocketAddr,
     /// The cluster address peers dial.
     pub advertise_addr: SocketAddr,
+    /// The API address clients are redirected to.
+    pub advertise_api_addr: SocketAddr,
     /// Members to join through.
     pub join: Vec<SocketAddr>,
     /// Whether to start a new cluster.
@@ -283,6 +291,7 @@ impl Default for Config {
             api_addr,
             cluster_addr,
             advertise_addr: cluster_addr,
+            advertise_api_addr: api_addr,
             join: Vec::new(),
             bootstrap: false,
             voters: 3,
@@ -344,18 +353,18 @@ impl Config {
         for text in join_texts {
             join.push(parse_addr("join", &text)?);
         }
+        let api_addr = args.api_addr.or(file.api_addr).unwrap_or(defaults.api_addr);
+        let advertise_addr = args.advertise_addr.or(file.advertise_addr).unwrap_or(cluster_addr);
+        let advertise_api_addr = args
+            .advertise_api_addr
+            .or(file.advertise_api_addr)
+            .unwrap_or_else(|| advertised_api(api_addr, advertise_addr));
         let config = Config {
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or(defaults.data_dir),
-            api_addr: args.api_addr.or(file.api_addr).unwrap_or(defaults.api_addr),
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(defaults.data_dir),
+            api_addr,
             cluster_addr,
-            advertise_addr: args
-                .advertise_addr
-                .or(file.advertise_addr)
-                .unwrap_or(cluster_addr),
+            advertise_addr,
+            advertise_api_addr,
             join,
             bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
             voters: args.voters.or(file.voters).unwrap_or(defaults.voters),
@@ -396,6 +405,12 @@ impl Config {
                     "{} cannot be dialled by peers; set advertise_addr to this host's address",
                     self.advertise_addr
                 ),
+            ));
+        }
+        if self.advertise_api_addr.ip().is_unspecified() {
+            return Err(bad(
+                "advertise_api_addr",
+                format!("{} cannot be dialled by clients; set advertise_api_addr", self.advertise_api_addr),
             ));
         }
         if self.advertise_addr.port() == 0 || self.api_addr.port() == 0 {
@@ -487,6 +502,16 @@ impl Config {
         positive("timing.report_retry_ms", t.report_retry_ms)?;
         positive("timing.unreachable_after_ms", t.unreachable_after_ms)?;
         Ok(())
+    }
+}
+
+/// The API address to advertise: the bound one, unless it binds to every interface,
+/// then the advertised cluster host with the API's port.
+pub fn advertised_api(api_addr: SocketAddr, advertise_addr: SocketAddr) -> SocketAddr {
+    if api_addr.ip().is_unspecified() {
+        SocketAddr::new(advertise_addr.ip(), api_addr.port())
+    } else {
+        api_addr
     }
 }
 

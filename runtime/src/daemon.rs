@@ -55,7 +55,12 @@ pub struct Parts {
     pub docker: bool,
     /// Seeds the node's and Raft's randomness.
     pub seed: u64,
+    /// Sees every event the node reports (the simulator counts its coverage marks).
+    pub on_event: Option<EventHook>,
 }
+
+/// A function that sees every event the node reports.
+pub type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl std::fmt::Debug for Parts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,13 +228,14 @@ pub async fn start(
         probe,
         docker,
         seed,
+        on_event,
     } = parts;
     crate::raft::runtime::seed_thread_rng(seed);
     let (id, boot) = host_identity(&io, &config, seed)?;
     let identity = HostIdentity {
         id,
         cluster_addr: config.advertise_addr,
-        api_addr: config.api_addr,
+        api_addr: config.advertise_api_addr,
         boot,
     };
     let raft_dir = config.data_dir.join("raft");
@@ -347,7 +353,7 @@ pub async fn start(
     if config.bootstrap && !raft.is_initialized().await? {
         let peer = Peer {
             cluster_addr: config.advertise_addr.to_string(),
-            api_addr: config.api_addr.to_string(),
+            api_addr: config.advertise_api_addr.to_string(),
         };
         raft.initialize(BTreeMap::from([(id.0, peer)]))
             .await
@@ -378,7 +384,8 @@ pub async fn start(
 
     let (calls_tx, calls_rx) = mpsc::channel::<Call>(1024);
     let (raft_status_tx, raft_status_rx) = watch::channel(RaftStatus::default());
-    spawn_raft_watcher(raft.clone(), Arc::clone(&io.clock), raft_status_tx, id);
+    let (fatal_tx, fatal_rx) = oneshot::channel::<String>();
+    spawn_raft_watcher(raft.clone(), Arc::clone(&io.clock), raft_status_tx, id, fatal_tx);
     let (samples_tx, samples_rx) = mpsc::channel(4);
     spawn_sampler(
         probe,
@@ -412,6 +419,7 @@ pub async fn start(
         peers: HashMap::new(),
         formation: Formation::default(),
         next_formation: now.mono,
+        on_event,
     };
     let inputs = Inputs {
         to_node: to_node_rx,
@@ -422,6 +430,7 @@ pub async fn start(
         samples: samples_rx,
         calls: calls_rx,
         failed: failed_rx,
+        fatal: fatal_rx,
     };
     let api_handle = handle.clone();
     let task = tokio::spawn(async move {
@@ -511,12 +520,20 @@ fn spawn_raft_watcher(
     clock: Arc<dyn crate::io::Clock>,
     out: watch::Sender<RaftStatus>,
     me: HostId,
+    fatal: oneshot::Sender<String>,
 ) {
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
         loop {
             let status = {
                 let m = metrics.borrow_and_update();
+                // Raft stops for good on a storage error it cannot recover from: the
+                // daemon then stops too, so that its supervisor restarts it on the
+                // durable state, rather than carry on half alive.
+                if let Err(e) = &m.running_state {
+                    let _ = fatal.send(e.to_string());
+                    return;
+                }
                 let now = clock.now().mono;
                 let voters: Vec<HostId> = m
                     .membership_config
@@ -605,6 +622,7 @@ struct Inputs {
     samples: mpsc::Receiver<rota_core::host::ResourceSample>,
     calls: mpsc::Receiver<Call>,
     failed: mpsc::UnboundedReceiver<Command>,
+    fatal: oneshot::Receiver<String>,
 }
 
 /// Adds hosts to Raft as they appear, up to the configured number of voters.
@@ -626,6 +644,7 @@ struct EventLoop {
     peers: HashMap<HostId, mpsc::Sender<Message>>,
     formation: Formation,
     next_formation: Mono,
+    on_event: Option<EventHook>,
 }
 
 /// Core messages queued per peer before new ones are dropped (the core retries).
@@ -657,6 +676,10 @@ impl EventLoop {
                 () = &mut shutdown => {
                     self.shut_down().await;
                     return Ok(());
+                }
+                Ok(why) = &mut inputs.fatal => {
+                    tracing::error!(error = %why, "raft stopped; stopping the daemon so that it restarts on its durable state");
+                    anyhow::bail!("raft stopped: {why}");
                 }
                 Some(request) = inputs.to_node.recv() => self.on_raft_request(request),
                 Some(bytes) = inputs.gossip.recv() => self.handle(Input::Gossip(bytes)),
@@ -703,7 +726,12 @@ impl EventLoop {
                 }
                 Effect::StartRun(spec) => self.executor.start(spec),
                 Effect::StopRun { run, reason } => self.executor.stop(run, reason),
-                Effect::Event(event) => log_event(&event),
+                Effect::Event(event) => {
+                    if let Some(hook) = &self.on_event {
+                        hook(&event);
+                    }
+                    log_event(&event);
+                }
             }
         }
         let now = self.io.clock.now();
