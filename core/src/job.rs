@@ -9,6 +9,8 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::schedule::{Schedule, Tz};
@@ -18,9 +20,12 @@ pub const JOB_NAME_LEN_MAX: usize = 64;
 
 /// A job's name: 1 to 64 characters of `[a-z0-9._-]`, so it is safe in a URL path, a
 /// file name and a container label without escaping.
+///
+/// Shared, not copied: the name is held by the job, its runs and the leader's plans,
+/// and a clone only counts a reference.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct JobName(String);
+pub struct JobName(Arc<str>);
 
 impl JobName {
     /// Checks `name` and wraps it.
@@ -45,7 +50,7 @@ impl JobName {
         if name == "." || name == ".." {
             return Err(JobError::new("name", "may not be '.' or '..'"));
         }
-        Ok(JobName(name.to_owned()))
+        Ok(JobName(Arc::from(name)))
     }
 
     /// The name as text.
@@ -299,8 +304,8 @@ pub struct JobSpec {
     /// The IANA zone the schedule's wall-clock fields are read in.
     #[serde(default = "utc")]
     pub timezone: Tz,
-    /// How it runs.
-    pub executor: ExecutorSpec,
+    /// How it runs (shared with every run dispatched from it, not copied).
+    pub executor: Arc<ExecutorSpec>,
     /// What happens when it is due while a run is active.
     #[serde(default)]
     pub concurrency: Concurrency,
@@ -372,7 +377,7 @@ impl Default for JobLimits {
 impl JobSpec {
     /// Checks every field the types alone do not, naming the first field that is wrong.
     pub fn validate(&self, limits: &JobLimits) -> Result<(), JobError> {
-        match &self.executor {
+        match &*self.executor {
             ExecutorSpec::Docker(d) => {
                 check_string("executor.docker.image", &d.image, limits)?;
                 if d.image.trim().is_empty() || d.image.chars().any(char::is_whitespace) {
@@ -479,7 +484,7 @@ impl JobSpec {
     /// resources, else the Docker limits, else a nominal share, so that even jobs that
     /// ask for nothing spread across hosts in a burst.
     pub fn placement_request(&self) -> Request {
-        let (docker_cpus, docker_memory) = match &self.executor {
+        let (docker_cpus, docker_memory) = match &*self.executor {
             ExecutorSpec::Docker(d) => (d.cpus, d.memory_mb),
             ExecutorSpec::Process(_) => (None, None),
         };
@@ -679,7 +684,7 @@ mod tests {
         let spec = parse(json).unwrap();
         assert_eq!(spec.timezone, Tz::Europe__Berlin);
         assert_eq!(spec.concurrency, Concurrency::Forbid);
-        let ExecutorSpec::Docker(d) = &spec.executor else {
+        let ExecutorSpec::Docker(d) = &*spec.executor else {
             panic!("docker")
         };
         assert_eq!(d.cpus, Some(MilliCpus(500)));
@@ -743,7 +748,7 @@ mod tests {
     fn limits_hold() {
         let limits = JobLimits::default();
         let mut spec = parse(&spec_json("")).unwrap();
-        if let ExecutorSpec::Process(p) = &mut spec.executor {
+        if let ExecutorSpec::Process(p) = Arc::make_mut(&mut spec.executor) {
             p.command = vec!["x".repeat(limits.command_bytes_max + 1)];
         }
         assert_eq!(

@@ -2,6 +2,7 @@
 
 use core::fmt;
 use core::time::Duration;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -229,7 +230,7 @@ pub struct RunSpec {
     /// Which attempt.
     pub attempt: u32,
     /// How to run it.
-    pub executor: ExecutorSpec,
+    pub executor: Arc<ExecutorSpec>,
     /// The job's run timeout.
     pub timeout_ms: Option<u64>,
     /// The job's concurrency policy (a host stops `forbid` and `replace` runs when its

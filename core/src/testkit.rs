@@ -24,11 +24,11 @@ pub fn job(job_name: &str, schedule: &str) -> JobSpec {
         name: name(job_name),
         schedule: Schedule::parse(schedule).expect("test schedule"),
         timezone: Tz::UTC,
-        executor: ExecutorSpec::Process(ProcessSpec {
+        executor: std::sync::Arc::new(ExecutorSpec::Process(ProcessSpec {
             command: vec!["true".into()],
             env: BTreeMap::new(),
             cwd: None,
-        }),
+        })),
         concurrency: Concurrency::Allow,
         missed: MissedPolicy::Latest,
         retries: 0,

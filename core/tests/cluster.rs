@@ -655,17 +655,16 @@ fn sample() -> ResourceSample {
     }
 }
 
-
 fn job(name: &str, schedule: &str) -> JobSpec {
     JobSpec {
         name: JobName::new(name).unwrap(),
         schedule: Schedule::parse(schedule).unwrap(),
         timezone: Tz::UTC,
-        executor: ExecutorSpec::Process(ProcessSpec {
+        executor: std::sync::Arc::new(ExecutorSpec::Process(ProcessSpec {
             command: vec!["true".into()],
             env: BTreeMap::new(),
             cwd: None,
-        }),
+        })),
         concurrency: Concurrency::Allow,
         missed: MissedPolicy::Latest,
         retries: 0,

@@ -38,14 +38,14 @@ fn spec(id: u64, command: &[&str], env: &[(&str, &str)]) -> RunSpec {
         job: JobName::new("backup").unwrap(),
         scheduled_at: Timestamp::from_secs(1_700_000_000),
         attempt: 2,
-        executor: ExecutorSpec::Process(ProcessSpec {
+        executor: std::sync::Arc::new(ExecutorSpec::Process(ProcessSpec {
             command: command.iter().map(|s| (*s).to_owned()).collect(),
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
             cwd: None,
-        }),
+        })),
         timeout_ms: None,
         concurrency: Concurrency::Allow,
         start_by: Timestamp::from_secs(1_800_000_000),

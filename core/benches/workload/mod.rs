@@ -163,11 +163,11 @@ fn spec(i: usize, schedule: &str, timezone: Tz) -> JobSpec {
         name: JobName::new(&format!("team-{:02}.job-{i:06}", i % 40)).expect("a valid name"),
         schedule: Schedule::parse(schedule).expect("a valid schedule"),
         timezone,
-        executor: ExecutorSpec::Process(ProcessSpec {
+        executor: std::sync::Arc::new(ExecutorSpec::Process(ProcessSpec {
             command,
             env,
             cwd: i.is_multiple_of(5).then(|| "/srv/jobs".to_owned()),
-        }),
+        })),
         concurrency: match i % 10 {
             0..=5 => Concurrency::Allow,
             6..=8 => Concurrency::Forbid,

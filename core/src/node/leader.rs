@@ -183,6 +183,8 @@ pub(super) struct Leader {
     due: BinaryHeap<Reverse<(Timestamp, JobName)>>,
     plans: BTreeMap<JobName, Plan>,
     dispatches: BTreeMap<RunId, Dispatch>,
+    /// The dispatches that wait for the runs they replace to end.
+    waiting: BTreeSet<RunId>,
     /// Runs with a start or end proposed and not applied.
     proposing: BTreeSet<RunId>,
     placed_plans: BTreeMap<PlanKey, Placed>,
@@ -207,6 +209,7 @@ impl Leader {
             due: BinaryHeap::new(),
             plans: BTreeMap::new(),
             dispatches: BTreeMap::new(),
+            waiting: BTreeSet::new(),
             proposing: BTreeSet::new(),
             placed_plans: BTreeMap::new(),
             placed_runs: BTreeMap::new(),
@@ -700,12 +703,7 @@ impl Leader {
                     let job = r.job.clone();
                     self.resync_job(ctx.state, &job, false);
                     // Runs that waited for this one to end may start now.
-                    let waiting: Vec<RunId> = self
-                        .dispatches
-                        .iter()
-                        .filter(|(_, d)| d.waiting)
-                        .map(|(id, _)| *id)
-                        .collect();
+                    let waiting: Vec<RunId> = self.waiting.iter().copied().collect();
                     for id in waiting {
                         self.dispatch(ctx, id, false);
                     }
@@ -766,6 +764,7 @@ impl Leader {
 
     /// Sends a declared run to its host, unless it waits for runs it replaces.
     fn dispatch(&mut self, ctx: &mut Ctx<'_>, id: RunId, inherited: bool) {
+        self.waiting.remove(&id);
         let Some(run) = ctx.state.run(id) else {
             self.dispatches.remove(&id);
             return;
@@ -786,6 +785,7 @@ impl Leader {
         });
         entry.waiting = waiting;
         if waiting {
+            self.waiting.insert(id);
             return;
         }
         let Some(spec) = run_spec(ctx, id, &ctx.config.timing) else {

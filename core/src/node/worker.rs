@@ -55,6 +55,8 @@ pub(super) struct Worker {
     ended: BTreeMap<RunId, ReportStatus>,
     ended_order: VecDeque<RunId>,
     next_housekeeping: Mono,
+    /// Runs whose new status is reported at once, without waiting for housekeeping.
+    urgent: Vec<RunId>,
 }
 
 impl Worker {
@@ -69,6 +71,7 @@ impl Worker {
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             next_housekeeping: now.mono,
+            urgent: Vec::new(),
         }
     }
 
@@ -81,6 +84,9 @@ impl Worker {
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Mono> {
+        if !self.urgent.is_empty() {
+            return Some(Mono::ZERO);
+        }
         (!self.runs.is_empty()).then_some(self.next_housekeeping)
     }
 
@@ -274,7 +280,7 @@ impl Worker {
                             .saturating_sub(ran_for.as_millis() as u64),
                     ));
                     local.next_report = now.mono;
-                    self.next_housekeeping = now.mono;
+                    self.urgent.push(id);
                 }
             }
             ExecutorEvent::Started { run, at } => {
@@ -291,7 +297,7 @@ impl Worker {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at });
                     local.started_mono = Some(now.mono);
                     local.next_report = now.mono;
-                    self.next_housekeeping = now.mono;
+                    self.urgent.push(run);
                 }
             }
             ExecutorEvent::Exited {
@@ -360,7 +366,7 @@ impl Worker {
             None => self.insert(now, id, None, LocalStatus::Reported(status)),
         }
         // Report at once rather than at the next housekeeping.
-        self.next_housekeeping = now.mono;
+        self.urgent.push(id);
     }
 
     fn insert(&mut self, now: Now, id: RunId, spec: Option<RunSpec>, status: LocalStatus) {
@@ -407,16 +413,29 @@ impl Worker {
 
     /// Housekeeping: timeouts, the lease, and reports owed. Answers reports to send.
     pub(super) fn on_tick(&mut self, now: Now, effects: &mut VecDeque<Effect>) -> Vec<Message> {
+        let retry = Duration::from_millis(self.timing.report_retry_ms.max(1));
+        let mut reports = Vec::new();
+        // New statuses first: each costs one lookup, not a pass over every run.
+        for id in std::mem::take(&mut self.urgent) {
+            if let Some(run) = self.runs.get_mut(&id)
+                && let LocalStatus::Reported(status) = &run.status
+                && now.mono >= run.next_report
+            {
+                run.next_report = now.mono + retry;
+                reports.push(Message::Report {
+                    run: id,
+                    status: status.clone(),
+                });
+            }
+        }
         if now.mono < self.next_housekeeping {
-            return Vec::new();
+            return reports;
         }
         self.next_housekeeping =
             now.mono + Duration::from_millis(self.timing.housekeeping_ms.max(1));
         let lease_lost = self.contact.is_none_or(|c| {
             now.mono.saturating_since(c) > Duration::from_millis(self.timing.lease_ms)
         });
-        let mut reports = Vec::new();
-        let retry = Duration::from_millis(self.timing.report_retry_ms.max(1));
         for run in self.runs.values_mut() {
             let executing = matches!(
                 run.status,

@@ -153,7 +153,7 @@ fn supervise(run_dir: &Path, status: &mut Status) -> Result<io::Result<()>, Stri
 
 /// The command of the run, and the program it executes.
 fn command(run_dir: &Path, order: &SpecFile) -> Result<(Command, PathBuf), String> {
-    let ExecutorSpec::Process(process) = &order.spec.executor else {
+    let ExecutorSpec::Process(process) = &*order.spec.executor else {
         return Err("the run is not for the process executor".into());
     };
     let Some((program, args)) = process.command.split_first() else {
