@@ -296,6 +296,7 @@ impl Replica {
         log.put_jobs(JOBS);
         log.fill_history();
         log.apply(&Command::LeaderStart {
+            nonce: 0,
             term: TERM,
             leader: ME,
             at: workload::START,

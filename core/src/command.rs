@@ -78,6 +78,10 @@ pub enum Command {
         term: u64,
         /// The new leader.
         leader: HostId,
+        /// Unique to this leadership (the leader's boot and a counter): a leader that
+        /// restarts within its term must not take the entry its earlier self wrote for
+        /// its own, because its state may still be catching up to it.
+        nonce: u64,
         /// When.
         at: Timestamp,
     },
@@ -225,6 +229,13 @@ pub enum Rejection {
         term: u64,
         /// The current term.
         current: u64,
+    },
+    /// The fire is not the job's next: declaring it would pass over a fire nobody
+    /// recorded.
+    #[error("not the job's next fire time (that is {expected:?})")]
+    NotNextFire {
+        /// The next fire time after the job's watermark.
+        expected: Option<Timestamp>,
     },
     /// The job is paused.
     #[error("job `{0}` is paused")]

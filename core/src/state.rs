@@ -4,8 +4,9 @@
 //! command, so all replicas that apply the same log hold the same bytes. The rules that
 //! must survive a leader change live here, because the log is the only thing a new
 //! leader is sure to share with the old one:
-//! - a fire time of a job is declared at most once (each job keeps a watermark: the
-//!   latest fire time declared or recorded; a scheduled declaration must be later);
+//! - a fire time of a job is declared at most once, and none is passed over: each job
+//!   keeps a watermark (the latest fire time declared or recorded), and a scheduled
+//!   declaration or missed record must start at the schedule's first fire after it;
 //! - a retry is declared only when the failed attempt left a pending retry;
 //! - the concurrency policy is decided at declaration, against the runs active then;
 //! - only the current leader's declarations are accepted.
@@ -79,6 +80,15 @@ pub struct JobRecord {
     pub history: VecDeque<RunId>,
     /// Retries owed to failed attempts.
     pub retries: Vec<PendingRetry>,
+}
+
+impl JobRecord {
+    /// The first fire time after the watermark: the next one to declare or record.
+    pub fn next_fire(&self) -> Option<Timestamp> {
+        self.spec
+            .schedule
+            .next_after(self.watermark, self.spec.timezone, self.anchor)
+    }
 }
 
 /// The replicated state. See the module documentation for its rules.
@@ -334,6 +344,13 @@ impl State {
                 if job.spec.paused {
                     return Err(Rejection::Paused(d.job.clone()));
                 }
+                // Fire times are declared or recorded one after another: a declaration
+                // that would pass over a fire nobody recorded is refused, so that no
+                // fire is ever skipped silently, whatever a leader planned.
+                let next = job.next_fire();
+                if next != Some(d.scheduled_at) {
+                    return Err(Rejection::NotNextFire { expected: next });
+                }
             }
             Trigger::Manual { force } => {
                 if d.attempt != 1 || job.last_manual.is_some_and(|t| d.scheduled_at <= t) {
@@ -545,6 +562,10 @@ impl State {
         let job = self.job_mut(name)?;
         if first <= job.watermark {
             return Err(Rejection::Duplicate);
+        }
+        let next = job.next_fire();
+        if next != Some(first) {
+            return Err(Rejection::NotNextFire { expected: next });
         }
         job.watermark = last;
         let id = RunId(self.next_run);

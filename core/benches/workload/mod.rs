@@ -202,6 +202,7 @@ impl Log {
             index: 0,
         };
         log.apply(&Command::LeaderStart {
+            nonce: 0,
             term: HISTORY_TERM,
             leader: ME,
             at: START - Duration::from_secs(3600),

@@ -175,6 +175,8 @@ struct Placed {
 #[derive(Debug)]
 pub(super) struct Leader {
     term: u64,
+    /// Identifies this leadership's `LeaderStart` entry.
+    nonce: u64,
     ready: bool,
     /// Fires before this instant passed while this leader could not declare them.
     ready_wall: Timestamp,
@@ -199,9 +201,10 @@ pub(super) struct Leader {
 }
 
 impl Leader {
-    pub(super) fn new(term: u64, _state: &State, _config: &NodeConfig, now: Now) -> Self {
+    pub(super) fn new(term: u64, nonce: u64, now: Now) -> Self {
         Leader {
             term,
+            nonce,
             ready: false,
             ready_wall: now.wall,
             ready_mono: now.mono,
@@ -235,6 +238,7 @@ impl Leader {
         Command::LeaderStart {
             term: self.term,
             leader: me,
+            nonce: self.nonce,
             at: now.wall,
         }
     }
@@ -347,6 +351,7 @@ impl Leader {
             self.plans.insert(name.clone(), plan);
             return 1;
         }
+
         let now = ctx.now;
         let spec = &job.spec;
 
@@ -581,9 +586,15 @@ impl Leader {
         before: Before,
     ) {
         for (command, outcome) in flatten(entry, outcome) {
-            if let Command::LeaderStart { term, leader, .. } = command
+            if let Command::LeaderStart {
+                term,
+                leader,
+                nonce,
+                ..
+            } = command
                 && *term == self.term
                 && *leader == ctx.me()
+                && *nonce == self.nonce
                 && !outcome.is_rejected()
                 && !self.ready
             {
@@ -1077,31 +1088,31 @@ impl Leader {
             .raft
             .quorum_acked
             .is_some_and(|q| now.saturating_since(q) < Duration::from_millis(t.lease_ms / 2));
-        let unreachable = Duration::from_millis(t.unreachable_after_ms);
         let me = ctx.me();
-        let hosts: Vec<(HostId, Liveness)> = ctx
+        // Every host gossip knows, and every host this leader has tracked (a host that
+        // gossip has forgotten may still hold runs).
+        let mut hosts: BTreeMap<HostId, Option<Liveness>> = ctx
             .membership
             .hosts()
             .values()
             .filter(|h| h.identity.id != me)
-            .map(|h| (h.identity.id, h.liveness))
+            .map(|h| (h.identity.id, Some(h.liveness)))
             .collect();
-        let ready = self.ready_mono;
+        for id in self.hosts.keys().filter(|id| **id != me) {
+            hosts.entry(*id).or_insert(None);
+        }
         for (host, liveness) in hosts {
-            let track = self.hosts.entry(host).or_insert(HostTrack {
-                heard: ready.max(now),
-                renewed: None,
-                fenced: None,
-            });
-            let silent = now.saturating_since(track.heard) > unreachable;
-            if (liveness == Liveness::Down || silent) && track.fenced.is_none() {
-                track.fenced = Some(track.renewed.unwrap_or(ready).max(ready));
-            }
-            if liveness == Liveness::Down || !quorum_fresh {
+            self.fence_if_unreachable(ctx, host, liveness);
+            // Hosts down or unknown to gossip get nothing; the others a heartbeat.
+            if !quorum_fresh || matches!(liveness, None | Some(Liveness::Down)) {
                 continue;
             }
             // A fenced host is only asked whether it is reachable; its answer lifts the
             // fence, and the next heartbeat renews its lease.
+            let track = self
+                .hosts
+                .get_mut(&host)
+                .expect("tracked by fence_if_unreachable");
             let renews_lease = track.fenced.is_none();
             if renews_lease {
                 track.renewed = Some(now);
@@ -1116,6 +1127,33 @@ impl Leader {
         }
     }
 
+    /// Fences `host` (stops renewing its lease) if gossip says it is down or does not
+    /// know it, or if it has not answered for a while. Answers whether it is fenced.
+    fn fence_if_unreachable(
+        &mut self,
+        ctx: &Ctx<'_>,
+        host: HostId,
+        liveness: Option<Liveness>,
+    ) -> bool {
+        if host == ctx.me() {
+            return false;
+        }
+        let now = ctx.now.mono;
+        let unreachable = Duration::from_millis(ctx.config.timing.unreachable_after_ms);
+        let ready = self.ready_mono;
+        let track = self.hosts.entry(host).or_insert(HostTrack {
+            heard: ready.max(now),
+            renewed: None,
+            fenced: None,
+        });
+        let silent = now.saturating_since(track.heard) > unreachable;
+        let down = matches!(liveness, None | Some(Liveness::Down));
+        if (down || silent) && track.fenced.is_none() {
+            track.fenced = Some(track.renewed.unwrap_or(ready).max(ready));
+        }
+        track.fenced.is_some()
+    }
+
     /// Whether a message to `host` may renew its lease now; if so, records the renewal.
     fn renew(&mut self, ctx: &Ctx<'_>, host: HostId) -> bool {
         let now = ctx.now.mono;
@@ -1127,16 +1165,13 @@ impl Leader {
         if host == ctx.me() || !quorum_fresh {
             return false;
         }
-        let ready = self.ready_mono;
-        let track = self.hosts.entry(host).or_insert(HostTrack {
-            heard: ready.max(now),
-            renewed: None,
-            fenced: None,
-        });
-        if track.fenced.is_some() {
+        let liveness = ctx.membership.host(host).map(|h| h.liveness);
+        if self.fence_if_unreachable(ctx, host, liveness) {
             return false;
         }
-        track.renewed = Some(now);
+        if let Some(track) = self.hosts.get_mut(&host) {
+            track.renewed = Some(now);
+        }
         true
     }
 

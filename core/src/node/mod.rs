@@ -596,6 +596,8 @@ pub struct Node {
     /// it asks them again, so that a host started before its seed still joins.
     seeds: Vec<SocketAddr>,
     next_rejoin: Mono,
+    /// How many times this host has become leader since it started.
+    leaderships: u64,
     effects: VecDeque<Effect>,
 }
 
@@ -617,6 +619,7 @@ impl Node {
             peers: BTreeMap::new(),
             seeds: Vec::new(),
             next_rejoin: now.mono,
+            leaderships: 0,
             effects: VecDeque::new(),
         };
         node.publish_info(ResourceSample::default());
@@ -859,7 +862,9 @@ impl Node {
         if self.raft.is_leader && self.leader.is_none() {
             let term = self.raft.term;
             self.emit(Event::BecameLeader { term });
-            let leader = Leader::new(term, &self.state, &self.config, self.now);
+            self.leaderships += 1;
+            let nonce = (self.identity().boot << 32) | (self.leaderships & 0xffff_ffff);
+            let leader = Leader::new(term, nonce, self.now);
             self.effects
                 .push_back(Effect::Propose(leader.start_command(me, self.now)));
             self.leader = Some(leader);

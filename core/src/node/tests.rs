@@ -289,7 +289,8 @@ fn due_fires_are_declared_on_time_and_dispatched_once() {
     assert!(
         declares
             .iter()
-            .all(|x| x.host == Some(ME) && x.trigger == Trigger::Schedule && x.term == 1)
+            .all(|x| x.host == Some(ME) && x.trigger == Trigger::Schedule && x.term == 1),
+        "{declares:?}"
     );
     // Each declared run was handed to the executor once, only after its declaration.
     assert_eq!(d.started.len(), 5);

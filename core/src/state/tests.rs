@@ -18,6 +18,7 @@ fn state_with(jobs: &[JobSpec]) -> (State, u64) {
     let out = state.apply(
         index,
         &Command::LeaderStart {
+            nonce: 0,
             term: 1,
             leader: H1,
             at: ts("2026-01-01T00:00:00Z"),
@@ -173,6 +174,7 @@ fn only_the_current_terms_declarations_apply() {
         &mut state,
         &mut i,
         &Command::LeaderStart {
+            nonce: 0,
             term: 2,
             leader: H2,
             at: ts("2026-01-01T00:10:00Z"),
@@ -187,6 +189,7 @@ fn only_the_current_terms_declarations_apply() {
         })
     );
     let stale_start = Command::LeaderStart {
+        nonce: 0,
         term: 1,
         leader: H1,
         at: ts("2026-01-01T00:20:00Z"),
@@ -780,6 +783,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             at: at(m)
         }),
         (1u64..3, minute).prop_map(move |(term, m)| Command::LeaderStart {
+            nonce: 0,
             term,
             leader: H1,
             at: at(m)
@@ -855,4 +859,39 @@ fn retry_delay_is_counted_from_the_failure() {
     let mut spec = job("a", "@hourly");
     spec.retries = 1;
     assert_eq!(spec.retry_delay(1), Duration::from_secs(10));
+}
+
+#[test]
+fn a_declaration_or_record_that_would_pass_over_a_fire_is_refused() {
+    let (mut state, mut i) = state_with(&[job("a", "* * * * *")]);
+    // 00:01 is next; 00:02 would pass over it.
+    let skip = declare("a", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H1));
+    assert_eq!(
+        apply(&mut state, &mut i, &skip),
+        Outcome::Rejected(Rejection::NotNextFire {
+            expected: Some(ts("2026-01-01T00:01:00Z"))
+        })
+    );
+    let missed = Command::RecordMissed {
+        job: name("a"),
+        first: ts("2026-01-01T00:02:00Z"),
+        last: ts("2026-01-01T00:03:00Z"),
+        count: 2,
+        reason: Reason::StartingDeadline,
+        at: ts("2026-01-01T00:05:00Z"),
+    };
+    assert!(matches!(
+        apply(&mut state, &mut i, &missed),
+        Outcome::Rejected(Rejection::NotNextFire { .. })
+    ));
+    assert_eq!(
+        state.job(&name("a")).unwrap().watermark,
+        ts("2026-01-01T00:00:00Z")
+    );
+    declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    declared(&apply(&mut state, &mut i, &skip));
 }
