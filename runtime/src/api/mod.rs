@@ -2,31 +2,36 @@
 //!
 //! Writes and consistent reads are answered by the leader; any other host answers
 //! `302 Found` with `Location` on the leader's API address, or `503` with `Retry-After`
-//! while there is no leader. Reads with `?stale=true` are answered by any host from its
-//! own replica. A write answered 2xx has been committed by Raft and applied.
+//! while there is no leader or the leader cannot reach a quorum (a request waits for the
+//! quorum at most half the lease, never indefinitely). Reads with `?stale=true` are
+//! answered by any host from its own replica. A write answered 2xx has been committed by
+//! Raft and applied.
 
 mod output;
 pub mod views;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rota_core::command::{Command, Outcome, Rejection};
+use rota_core::host::HostId;
 use rota_core::job::{JobName, JobSpec};
 use rota_core::node::TriggerError;
 use rota_core::run::RunId;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::daemon::{Handle, ProposeError};
 use crate::io::Listener;
@@ -78,7 +83,7 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Response<Body> {
     // Too many requests at once: refuse at once rather than queue without bound.
-    let Ok(_slot) = slots.try_acquire() else {
+    let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests at once; retry shortly",
@@ -89,7 +94,37 @@ async fn answer(
             .insert(RETRY_AFTER, "1".parse().expect("static header"));
         return response;
     };
-    route(handle, request).await
+    // The slot is held until the answer is sent, so a streamed one (run output followed
+    // live) counts for as long as it streams.
+    route(handle, request)
+        .await
+        .map(|body| Slotted { body, _slot: slot }.boxed())
+}
+
+/// A response body holding its request's slot until it is sent or dropped.
+struct Slotted {
+    body: Body,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for Slotted {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The request, as the routes see it.
@@ -158,8 +193,8 @@ pub async fn route(handle: &Handle, request: Request<Incoming>) -> Response<Body
                     write(handle, req, move |h, r| Box::pin(put_job(h, r, Some(name)))).await
                 }
                 Method::DELETE => {
-                    write(handle, req, move |h, _| {
-                        Box::pin(simple_write(h, name, Verb::Delete))
+                    write(handle, req, move |h, r| {
+                        Box::pin(simple_write(h, r, name, Verb::Delete))
                     })
                     .await
                 }
@@ -170,22 +205,19 @@ pub async fn route(handle: &Handle, request: Request<Incoming>) -> Response<Body
             let name = (*name).to_owned();
             match (m, *action) {
                 (&Method::POST, "pause") => {
-                    write(handle, req, move |h, _| {
-                        Box::pin(simple_write(h, name, Verb::Pause))
+                    write(handle, req, move |h, r| {
+                        Box::pin(simple_write(h, r, name, Verb::Pause))
                     })
                     .await
                 }
                 (&Method::POST, "resume") => {
-                    write(handle, req, move |h, _| {
-                        Box::pin(simple_write(h, name, Verb::Resume))
+                    write(handle, req, move |h, r| {
+                        Box::pin(simple_write(h, r, name, Verb::Resume))
                     })
                     .await
                 }
                 (&Method::POST, "run") => {
-                    write(handle, req, move |h, r| {
-                        Box::pin(trigger(h, name, r.flag("force")))
-                    })
-                    .await
+                    write(handle, req, move |h, r| Box::pin(trigger(h, r, name))).await
                 }
                 (&Method::GET, "next") => {
                     let count = req.param("count").map(str::to_owned);
@@ -221,20 +253,55 @@ enum Leadership {
     Elsewhere(Response<Body>),
 }
 
+/// How long the leader waits for its quorum: for a write to commit, for a read to be
+/// confirmed, or since the quorum last acknowledged it before it stops accepting
+/// requests. It is the bound the core uses to judge a leader's quorum gone quiet (half
+/// the lease), so that a leader cut off from its voters answers `503` instead of
+/// leaving its clients hanging.
+fn quorum_wait(handle: &Handle) -> Duration {
+    Duration::from_millis((handle.config.timing.lease_ms / 2).max(1))
+}
+
+/// The leader this host knows of, with its term and API address: Raft's view first,
+/// else what a leader last told it, unless Raft has since moved to a later term (an
+/// election is under way, so that leader is no longer one).
+fn known_leader(node: &rota_core::node::Node) -> Option<(HostId, u64, Option<String>)> {
+    let raft = node.raft();
+    let api = |id: HostId| node.member(id).map(|m| m.identity.api_addr.to_string());
+    match raft.leader {
+        Some(id) => Some((id, raft.term, api(id))),
+        None => node
+            .known_leader()
+            .filter(|(_, term, _)| *term >= raft.term)
+            .map(|(id, term, addr)| (id, term, addr.map(|a| a.to_string()))),
+    }
+}
+
 async fn leadership(handle: &Handle, path_and_query: &str) -> Leadership {
+    let quiet_after = quorum_wait(handle);
     let view = handle
-        .with_node(|node, _| {
+        .with_node(move |node, now| {
+            let quorum_quiet = node
+                .raft()
+                .quorum_acked
+                .is_none_or(|acked| now.mono.saturating_since(acked) >= quiet_after);
             (
                 node.is_ready_leader(),
                 node.raft().is_leader,
-                node.raft().leader,
-                node.known_leader(),
+                known_leader(node),
+                quorum_quiet,
             )
         })
         .await;
-    let Ok((ready, is_leader, raft_leader, known)) = view else {
+    let Ok((ready, is_leader, known, quorum_quiet)) = view else {
         return Leadership::Elsewhere(unavailable("this host is shutting down"));
     };
+    if ready && quorum_quiet {
+        return Leadership::Elsewhere(unavailable(&format!(
+            "this host leads but no quorum of voters has answered it for {} ms; it cannot commit",
+            quiet_after.as_millis()
+        )));
+    }
     if ready {
         return Leadership::Here;
     }
@@ -243,13 +310,7 @@ async fn leadership(handle: &Handle, path_and_query: &str) -> Leadership {
             "this host was just elected leader and is taking over",
         ));
     }
-    let leader = raft_leader.map(|l| l.0).or(known.map(|(id, _, _)| id.0));
-    let api = match leader {
-        Some(id) => {
-            leader_api(handle, id).or(known.and_then(|(_, _, api)| api.map(|a| a.to_string())))
-        }
-        None => None,
-    };
+    let api = known.and_then(|(id, _, api)| leader_api(handle, id.0).or(api));
     match api {
         Some(api) => Leadership::Elsewhere(redirect(&api, path_and_query)),
         None => Leadership::Elsewhere(unavailable(
@@ -279,7 +340,10 @@ async fn read<'a>(
         match leadership(handle, &req.path_and_query).await {
             Leadership::Elsewhere(response) => return response,
             Leadership::Here => {
-                if handle.raft.ensure_linearizable().await.is_err() {
+                let confirmed =
+                    tokio::time::timeout(quorum_wait(handle), handle.raft.ensure_linearizable())
+                        .await;
+                if !matches!(confirmed, Ok(Ok(_))) {
                     return unavailable("leadership is changing; retry shortly");
                 }
             }
@@ -307,11 +371,9 @@ async fn status(handle: &Handle) -> Response<Body> {
     let view = handle
         .with_node(move |node, _| {
             let raft = node.raft().clone();
-            let leader = raft.leader.or(node.known_leader().map(|(id, _, _)| id));
-            let leader_api = leader.and_then(|l| {
-                leader_api(&h, l.0)
-                    .or_else(|| node.member(l).map(|m| m.identity.api_addr.to_string()))
-            });
+            let known = known_leader(node);
+            let leader = known.as_ref().map(|(id, _, _)| *id);
+            let leader_api = known.and_then(|(id, _, api)| leader_api(&h, id.0).or(api));
             StatusView {
                 id: node.identity().id.0,
                 api_addr: node.identity().api_addr.to_string(),
@@ -378,27 +440,55 @@ async fn get_job(handle: &Handle, name: String) -> Response<Body> {
     }
 }
 
+/// The most bytes of an oversized request body read and thrown away before answering
+/// `413`, and the longest time spent on it. A client that is still sending when the
+/// answer comes and the connection closes would otherwise see a broken pipe instead of
+/// the `413`; past these bounds the connection is closed all the same.
+const OVERSIZE_DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+const OVERSIZE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Reads a request body of at most the configured size.
-async fn body_bytes(handle: &Handle, body: Incoming) -> Result<Bytes, Box<Response<Body>>> {
+async fn body_bytes(handle: &Handle, mut body: Incoming) -> Result<Bytes, Box<Response<Body>>> {
+    use hyper::body::Body as _;
     let max = handle.config.limits.api_body_bytes_max;
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(Box::new(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is over the limit of {max} bytes"),
-                None,
-            )))
+    let mut bytes = Vec::new();
+    // A declared length over the limit is refused before reading anything into memory.
+    let mut over = body.size_hint().lower() > max as u64;
+    while !over {
+        match body.frame().await {
+            None => return Ok(Bytes::from(bytes)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    over = bytes.len() + data.len() > max;
+                    if !over {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the request body: {e}"),
+                    None,
+                )));
+            }
         }
-        Err(e) => Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &format!("cannot read the request body: {e}"),
-            None,
-        ))),
     }
+    drop(bytes);
+    let drain = async {
+        let mut drained = 0usize;
+        while drained <= OVERSIZE_DRAIN_BYTES_MAX
+            && let Some(Ok(frame)) = body.frame().await
+        {
+            drained += frame.data_ref().map_or(0, Bytes::len);
+        }
+    };
+    let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
+    Err(Box::new(error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is over the limit of {max} bytes"),
+        None,
+    )))
 }
 
 /// Parses a job spec, naming the field that is wrong.
@@ -456,7 +546,7 @@ enum Verb {
     Resume,
 }
 
-async fn simple_write(handle: &Handle, name: String, verb: Verb) -> Response<Body> {
+async fn simple_write(handle: &Handle, req: Req, name: String, verb: Verb) -> Response<Body> {
     let name = match job_name(&name) {
         Ok(name) => name,
         Err(response) => return *response,
@@ -476,8 +566,7 @@ async fn simple_write(handle: &Handle, name: String, verb: Verb) -> Response<Bod
             at,
         },
     };
-    let path = format!("/v1/jobs/{name}");
-    match propose(handle, command, &path).await {
+    match propose(handle, command, &req.path_and_query).await {
         Ok(Outcome::Done) => match verb {
             Verb::Delete => empty(StatusCode::NO_CONTENT),
             _ => get_job(handle, name.to_string()).await,
@@ -487,7 +576,8 @@ async fn simple_write(handle: &Handle, name: String, verb: Verb) -> Response<Bod
     }
 }
 
-async fn trigger(handle: &Handle, name: String, force: bool) -> Response<Body> {
+async fn trigger(handle: &Handle, req: Req, name: String) -> Response<Body> {
+    let force = req.flag("force");
     let name = match job_name(&name) {
         Ok(name) => name,
         Err(response) => return *response,
@@ -507,7 +597,7 @@ async fn trigger(handle: &Handle, name: String, force: bool) -> Response<Body> {
         Ok(Err(e)) => return unavailable(&e.to_string()),
         Err(_) => return unavailable("this host is shutting down"),
     };
-    match propose(handle, command, &format!("/v1/jobs/{name}/run")).await {
+    match propose(handle, command, &req.path_and_query).await {
         Ok(Outcome::Declared { run }) => json_response(
             StatusCode::ACCEPTED,
             &json!({ "id": run.0, "state": "declared" }),
@@ -642,7 +732,14 @@ async fn propose(
     command: Command,
     path_and_query: &str,
 ) -> Result<Outcome, Box<Response<Body>>> {
-    match handle.propose(command).await {
+    let wait = quorum_wait(handle);
+    let Ok(proposed) = tokio::time::timeout(wait, handle.propose(command)).await else {
+        return Err(Box::new(unavailable(&format!(
+            "the write was not committed within {} ms (this host may be cut off from its quorum); it may still take effect, so check before retrying",
+            wait.as_millis()
+        ))));
+    };
+    match proposed {
         Ok(outcome) => Ok(outcome),
         Err(ProposeError::NotLeader(_)) => match leadership(handle, path_and_query).await {
             Leadership::Elsewhere(response) => Err(Box::new(response)),

@@ -10,7 +10,7 @@ use hyper::body::Frame;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 use rota_core::node::{LocalStatus, ReportStatus};
-use rota_core::run::RunId;
+use rota_core::run::{RunId, RunState};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
@@ -36,7 +36,7 @@ pub(super) async fn serve_output(
     };
     if let Some(path) = handle.executor.output_path(id) {
         return if follow {
-            follow_file(handle, id, path)
+            follow_file(handle, id)
         } else {
             whole_file(&path).await
         };
@@ -45,15 +45,17 @@ pub(super) async fn serve_output(
     let me = handle.identity.id;
     let found = handle
         .with_node(move |node, _| {
-            let run = node.state().run(id).map(|r| r.host);
+            let run = node.state().run(id);
+            let active = run.is_some_and(|r| r.state.is_active());
+            let run = run.map(|r| r.host);
             let api = run
                 .flatten()
                 .and_then(|h| node.member(h).map(|m| m.identity.api_addr.to_string()));
-            (run, api, node.is_ready_leader())
+            (run, api, node.is_ready_leader(), active)
         })
         .await;
     match found {
-        Ok((Some(Some(host)), api, _)) if host != me => {
+        Ok((Some(Some(host)), api, _, _)) if host != me => {
             match api.or_else(|| leader_api(handle, host.0)) {
                 Some(api) => redirect(&api, path_and_query),
                 None => unavailable(&format!(
@@ -61,12 +63,15 @@ pub(super) async fn serve_output(
                 )),
             }
         }
-        Ok((Some(_), _, _)) => not_found(&format!(
+        // Placed here and not started yet: it has no output so far.
+        Ok((Some(Some(_)), _, _, true)) if follow => follow_file(handle, id),
+        Ok((Some(Some(_)), _, _, true)) => text_response(super::full(Bytes::new())),
+        Ok((Some(_), _, _, _)) => not_found(&format!(
             "run {id} has no output: it never started on a host, or its output aged out"
         )),
-        Ok((None, _, true)) => not_found(&format!("no run {id}")),
+        Ok((None, _, true, _)) => not_found(&format!("no run {id}")),
         // This host's replica may lag, or it holds none (a worker): ask the leader.
-        Ok((None, _, false)) => match leadership(handle, path_and_query).await {
+        Ok((None, _, false, _)) => match leadership(handle, path_and_query).await {
             Leadership::Elsewhere(response) => response,
             Leadership::Here => not_found(&format!("no run {id}")),
         },
@@ -97,34 +102,44 @@ async fn whole_file(path: &PathBuf) -> Response<Body> {
     }
 }
 
-/// Whether the run is still executing on this host.
+/// Whether the run is still executing on this host, or is placed here and about to.
 async fn executing(handle: &Handle, id: RunId) -> bool {
+    let me = handle.identity.id;
     handle
-        .with_node(move |node, _| {
-            node.local_runs().any(|r| {
-                r.id == id
-                    && matches!(
-                        r.status,
-                        LocalStatus::Starting | LocalStatus::Reported(ReportStatus::Started { .. })
-                    )
-            })
-        })
+        .with_node(
+            move |node, _| match node.local_runs().find(|r| r.id == id) {
+                Some(local) => matches!(
+                    local.status,
+                    LocalStatus::Starting | LocalStatus::Reported(ReportStatus::Started { .. })
+                ),
+                // Committed for this host, and its dispatch has not arrived yet.
+                None => node
+                    .state()
+                    .run(id)
+                    .is_some_and(|r| r.state == RunState::Declared && r.host == Some(me)),
+            },
+        )
         .await
         .unwrap_or(false)
 }
 
-fn follow_file(handle: &Handle, id: RunId, path: PathBuf) -> Response<Body> {
+fn follow_file(handle: &Handle, id: RunId) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let handle = handle.clone();
     tokio::spawn(async move {
         let mut offset = 0u64;
         let mut buf = vec![0u8; CHUNK_BYTES_MAX];
-        loop {
+        let mut path = None;
+        // Stop as soon as the client has gone.
+        while !tx.is_closed() {
             // Look at whether it still runs before reading, so that the last read after
             // it ended catches everything it wrote.
             let running = executing(&handle, id).await;
-            loop {
-                let n = read_at(&path, offset, &mut buf).await.unwrap_or_default();
+            if path.is_none() {
+                path = handle.executor.output_path(id);
+            }
+            while let Some(path) = &path {
+                let n = read_at(path, offset, &mut buf).await.unwrap_or_default();
                 if n == 0 {
                     break;
                 }
