@@ -354,13 +354,20 @@ impl Config {
             join.push(parse_addr("join", &text)?);
         }
         let api_addr = args.api_addr.or(file.api_addr).unwrap_or(defaults.api_addr);
-        let advertise_addr = args.advertise_addr.or(file.advertise_addr).unwrap_or(cluster_addr);
+        let advertise_addr = args
+            .advertise_addr
+            .or(file.advertise_addr)
+            .unwrap_or(cluster_addr);
         let advertise_api_addr = args
             .advertise_api_addr
             .or(file.advertise_api_addr)
             .unwrap_or_else(|| advertised_api(api_addr, advertise_addr));
         let config = Config {
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(defaults.data_dir),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(defaults.data_dir),
             api_addr,
             cluster_addr,
             advertise_addr,
@@ -410,7 +417,10 @@ impl Config {
         if self.advertise_api_addr.ip().is_unspecified() {
             return Err(bad(
                 "advertise_api_addr",
-                format!("{} cannot be dialled by clients; set advertise_api_addr", self.advertise_api_addr),
+                format!(
+                    "{} cannot be dialled by clients; set advertise_api_addr",
+                    self.advertise_api_addr
+                ),
             ));
         }
         if self.advertise_addr.port() == 0 || self.api_addr.port() == 0 {

@@ -385,7 +385,13 @@ pub async fn start(
     let (calls_tx, calls_rx) = mpsc::channel::<Call>(1024);
     let (raft_status_tx, raft_status_rx) = watch::channel(RaftStatus::default());
     let (fatal_tx, fatal_rx) = oneshot::channel::<String>();
-    spawn_raft_watcher(raft.clone(), Arc::clone(&io.clock), raft_status_tx, id, fatal_tx);
+    spawn_raft_watcher(
+        raft.clone(),
+        Arc::clone(&io.clock),
+        raft_status_tx,
+        id,
+        fatal_tx,
+    );
     let (samples_tx, samples_rx) = mpsc::channel(4);
     spawn_sampler(
         probe,
