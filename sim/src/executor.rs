@@ -49,6 +49,8 @@ pub enum DispatchCrash {
     BeforeStart,
     /// Crash the host right after a run started, before the host reports it.
     AfterStart,
+    /// Crash this host (the leader's) when it is told to start a run, before it starts it.
+    BeforeStartOn(HostId),
 }
 
 /// Everything executors on all hosts share with the simulator.
@@ -56,8 +58,8 @@ pub enum DispatchCrash {
 pub struct Truth {
     /// Every start, in order.
     pub runs: Vec<TruthRun>,
-    /// A crash to cause at the next dispatch on any host.
-    pub dispatch_crash: DispatchCrash,
+    /// Crashes to cause at the next dispatches, in order.
+    pub dispatch_crash: Vec<DispatchCrash>,
     /// Hosts the executor asks the simulator to crash now, with what fired.
     pub crash_now: Vec<(HostId, DispatchCrash)>,
 }
@@ -170,10 +172,17 @@ impl Executor for SimExecutor {
                 return;
             }
         }
-        let crash = lock(&self.truth).dispatch_crash;
+        let mut crash = lock(&self.truth)
+            .dispatch_crash
+            .first()
+            .copied()
+            .unwrap_or_default();
+        if crash == DispatchCrash::BeforeStartOn(self.host) {
+            crash = DispatchCrash::BeforeStart;
+        }
         if crash == DispatchCrash::BeforeStart {
             let mut truth = lock(&self.truth);
-            truth.dispatch_crash = DispatchCrash::None;
+            truth.dispatch_crash.remove(0);
             truth.crash_now.push((self.host, crash));
             return;
         }
@@ -201,7 +210,7 @@ impl Executor for SimExecutor {
                 started_wall: now,
             });
             if crash == DispatchCrash::AfterStart {
-                truth.dispatch_crash = DispatchCrash::None;
+                truth.dispatch_crash.remove(0);
                 truth.crash_now.push((self.host, crash));
             }
             truth.runs.len() - 1

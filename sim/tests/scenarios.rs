@@ -1,0 +1,125 @@
+//! The named failure cases, each a hand-written plan, checked like any seed and required
+//! to reach the code path it is about (its coverage mark).
+
+use sim::plan::{Fault, Plan};
+
+/// A seed's plan with its faults replaced by `faults`.
+fn scenario(seed: u64, hosts: usize, faults: Vec<(u64, Fault)>) -> Plan {
+    let mut plan = Plan::from_seed(seed);
+    plan.hosts = hosts;
+    plan.voters = 3;
+    plan.faults = faults;
+    plan.writes.clear();
+    plan
+}
+
+fn run(plan: Plan) -> sim::Outcome {
+    let outcome = sim::run_plan(plan).expect("the simulation runs");
+    assert!(
+        outcome.report.violations.is_empty(),
+        "{}",
+        outcome.explain()
+    );
+    outcome
+}
+
+fn mark(outcome: &sim::Outcome, name: &str) -> u64 {
+    outcome.history.marks.get(name).copied().unwrap_or(0)
+}
+
+#[test]
+fn the_leader_crashes_between_declaring_a_run_and_starting_it() {
+    let outcome = run(scenario(
+        101,
+        3,
+        vec![
+            (20_000, Fault::CrashLeaderBeforeStart),
+            (40_000, Fault::CrashLeaderBeforeStart),
+        ],
+    ));
+    let fired = outcome
+        .history
+        .fired
+        .iter()
+        .filter(|f| f.what.contains("before starting"))
+        .count();
+    assert_eq!(fired, 2, "{}", outcome.explain());
+    // The new leader found the declared run in the log and dispatched it again.
+    assert!(
+        mark(&outcome, "inherited-dispatch") + mark(&outcome, "dispatch-expired") > 0,
+        "{:?}",
+        outcome.history.marks
+    );
+}
+
+#[test]
+fn a_host_crashes_after_starting_a_run_before_reporting_it() {
+    let outcome = run(scenario(
+        102,
+        4,
+        vec![
+            (20_000, Fault::CrashAfterStart),
+            (45_000, Fault::CrashAfterStart),
+        ],
+    ));
+    let fired = outcome
+        .history
+        .fired
+        .iter()
+        .filter(|f| f.what.contains("before reporting"))
+        .count();
+    assert_eq!(fired, 2, "{}", outcome.explain());
+}
+
+#[test]
+fn the_leader_is_isolated_in_a_minority_while_runs_are_in_flight() {
+    let outcome = run(scenario(
+        103,
+        5,
+        vec![(25_000, Fault::IsolateLeader { for_ms: 25_000 })],
+    ));
+    assert!(
+        outcome
+            .history
+            .fired
+            .iter()
+            .any(|f| f.what.contains("IsolateLeader"))
+    );
+    // A new leader took over, and the old one was told so when it came back.
+    assert!(
+        mark(&outcome, "became-leader") >= 2,
+        "{:?}",
+        outcome.history.marks
+    );
+    assert!(
+        mark(&outcome, "stale-leader-refused") + mark(&outcome, "lost-leadership") > 0,
+        "{:?}",
+        outcome.history.marks
+    );
+}
+
+#[test]
+fn the_leaders_clock_steps_backwards() {
+    let outcome = run(scenario(
+        104,
+        3,
+        vec![(25_000, Fault::LeaderClockStep { ms: -15_000 })],
+    ));
+    assert!(
+        outcome
+            .history
+            .fired
+            .iter()
+            .any(|f| f.what.contains("LeaderClockStep")),
+        "{}",
+        outcome.explain()
+    );
+}
+
+#[test]
+fn a_seed_replays_byte_for_byte() {
+    let first = sim::run_seed(7).expect("runs");
+    let second = sim::run_seed(7).expect("runs");
+    assert!(!first.history.truth.is_empty());
+    assert_eq!(first.history.fingerprint(), second.history.fingerprint());
+}
