@@ -18,15 +18,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rota_tests::{Agent, AgentOptions, Cluster, process_job, wait_until};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let all = which.is_empty();
     let wants = |name: &str| all || which.iter().any(|w| w == name);
     if wants("failover") {
@@ -65,8 +73,17 @@ fn failover() {
             truth.display()
         );
         let job = process_job("tick", "* * * * * *", &script, "");
-        assert_eq!(cluster.api(0).follow("POST", "/v1/jobs", Some(&job)).unwrap().status, 201);
-        wait_until(Duration::from_secs(30), "runs", || (starts(&truth).len() >= 3).then_some(()));
+        assert_eq!(
+            cluster
+                .api(0)
+                .follow("POST", "/v1/jobs", Some(&job))
+                .unwrap()
+                .status,
+            201
+        );
+        wait_until(Duration::from_secs(30), "runs", || {
+            (starts(&truth).len() >= 3).then_some(())
+        });
         let leader = cluster.leader();
         let old = cluster.agents[leader].status().unwrap()["id"].as_u64();
         let killed = now_secs();
@@ -79,11 +96,23 @@ fn failover() {
         });
         ready.push(clock.elapsed().as_secs_f64());
         // The first run of a fire due after the kill: the new leader declared it.
-        let started = wait_until(Duration::from_secs(30), "a run under the new leader", || {
-            starts(&truth).into_iter().filter(|(fire, _)| *fire > killed).map(|(_, s)| s).reduce(f64::min)
-        });
+        let started = wait_until(
+            Duration::from_secs(30),
+            "a run under the new leader",
+            || {
+                starts(&truth)
+                    .into_iter()
+                    .filter(|(fire, _)| *fire > killed)
+                    .map(|(_, s)| s)
+                    .reduce(f64::min)
+            },
+        );
         first_run.push(started - killed);
-        eprintln!("try {t}: new leader after {:.3} s, first run after {:.3} s", ready[t], started - killed);
+        eprintln!(
+            "try {t}: new leader after {:.3} s, first run after {:.3} s",
+            ready[t],
+            started - killed
+        );
     }
     let stats = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -91,11 +120,19 @@ fn failover() {
     };
     let (ready_median, ready_worst) = stats(&mut ready);
     let (run_median, run_worst) = stats(&mut first_run);
-    println!("\nleader failover on loopback, {tries} tries (kill -9 of the leader; jobs due every second)");
+    println!(
+        "\nleader failover on loopback, {tries} tries (kill -9 of the leader; jobs due every second)"
+    );
     println!("| measure | median | worst |");
     println!("|---|---|---|");
-    println!("| kill to a new leader known | {:.3} s | {:.3} s |", ready_median, ready_worst);
-    println!("| kill to the first run started by the new leader | {:.3} s | {:.3} s |", run_median, run_worst);
+    println!(
+        "| kill to a new leader known | {:.3} s | {:.3} s |",
+        ready_median, ready_worst
+    );
+    println!(
+        "| kill to the first run started by the new leader | {:.3} s | {:.3} s |",
+        run_median, run_worst
+    );
 }
 
 fn throughput() {
@@ -104,8 +141,12 @@ fn throughput() {
         .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 250, 500, 1000]);
     let seconds: u64 = env_or("ROTA_BENCH_SECONDS", 60);
-    println!("\nsustained scheduling, 3 hosts on loopback, process executor running `true`, {seconds} s per rate");
-    println!("| target runs/s | started runs/s | succeeded | failed | p50 lateness | p99 lateness | max lateness |");
+    println!(
+        "\nsustained scheduling, 3 hosts on loopback, process executor running `true`, {seconds} s per rate"
+    );
+    println!(
+        "| target runs/s | started runs/s | succeeded | failed | p50 lateness | p99 lateness | max lateness |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for rate in rates {
         let cluster = Cluster::start(3, &AgentOptions::default());
@@ -117,7 +158,12 @@ fn throughput() {
                 let created = Arc::clone(&created);
                 scope.spawn(move || {
                     for i in (worker..rate).step_by(8) {
-                        let job = process_job(&format!("j{i}"), "* * * * * *", "true", r#", "starting_deadline_s": 5"#);
+                        let job = process_job(
+                            &format!("j{i}"),
+                            "* * * * * *",
+                            "true",
+                            r#", "starting_deadline_s": 5"#,
+                        );
                         let status = api.follow("POST", "/v1/jobs", Some(&job)).unwrap().status;
                         assert_eq!(status, 201);
                         created.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +178,8 @@ fn throughput() {
         let to = now_secs();
         let api = cluster.api(cluster.leader());
         for i in 0..rate {
-            api.follow("POST", &format!("/v1/jobs/j{i}/pause"), None).unwrap();
+            api.follow("POST", &format!("/v1/jobs/j{i}/pause"), None)
+                .unwrap();
         }
         std::thread::sleep(Duration::from_secs(3));
         let mut lateness = Vec::new();
@@ -154,7 +201,13 @@ fn throughput() {
             }
         }
         lateness.sort_by(f64::total_cmp);
-        let pct = |p: f64| lateness.get(((lateness.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN) * 1000.0;
+        let pct = |p: f64| {
+            lateness
+                .get(((lateness.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+                * 1000.0
+        };
         println!(
             "| {rate} | {:.0} | {succeeded} | {failed} | {:.0} ms | {:.0} ms | {:.0} ms |",
             lateness.len() as f64 / (to - from),
@@ -168,7 +221,9 @@ fn throughput() {
 
 /// Seconds since the epoch of an RFC 3339 UTC instant (`...Z`, optional fraction).
 fn parse_rfc3339(text: &str) -> f64 {
-    let Some(date) = text.get(..10) else { return f64::NAN };
+    let Some(date) = text.get(..10) else {
+        return f64::NAN;
+    };
     let parts: Vec<i64> = date.split('-').filter_map(|p| p.parse().ok()).collect();
     let time = text.get(11..).unwrap_or("").trim_end_matches('Z');
     let mut hms = time.split(':');
@@ -201,7 +256,10 @@ fn memory() {
         },
     );
     wait_until(Duration::from_secs(30), "the agent to lead", || {
-        agent.status().filter(|s| s["is_leader"] == true).map(|_| ())
+        agent
+            .status()
+            .filter(|s| s["is_leader"] == true)
+            .map(|_| ())
     });
     let before = agent.rss_kib().unwrap_or(0);
     let started = Instant::now();
@@ -227,11 +285,25 @@ fn memory() {
     let elapsed = started.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let after = agent.rss_kib().unwrap_or(0);
-    println!("\nresident memory of a one-voter cluster holding {jobs} jobs (created through the API)");
+    println!(
+        "\nresident memory of a one-voter cluster holding {jobs} jobs (created through the API)"
+    );
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| RSS before the jobs | {:.1} MiB |", before as f64 / 1024.0);
-    println!("| RSS with {jobs} jobs | {:.1} MiB |", after as f64 / 1024.0);
-    println!("| per job | {:.0} bytes |", (after.saturating_sub(before) * 1024) as f64 / jobs as f64);
-    println!("| job creation rate (16 clients) | {:.0} jobs/s |", jobs as f64 / elapsed.as_secs_f64());
+    println!(
+        "| RSS before the jobs | {:.1} MiB |",
+        before as f64 / 1024.0
+    );
+    println!(
+        "| RSS with {jobs} jobs | {:.1} MiB |",
+        after as f64 / 1024.0
+    );
+    println!(
+        "| per job | {:.0} bytes |",
+        (after.saturating_sub(before) * 1024) as f64 / jobs as f64
+    );
+    println!(
+        "| job creation rate (16 clients) | {:.0} jobs/s |",
+        jobs as f64 / elapsed.as_secs_f64()
+    );
 }

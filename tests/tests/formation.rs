@@ -56,16 +56,23 @@ fn three_agents_form_a_cluster_and_run_a_job_defined_on_any_of_them() {
 fn a_leader_stopped_with_sigterm_hands_over_and_exits_cleanly() {
     let mut cluster = Cluster::start(3, &AgentOptions::default());
     let leader = cluster.leader();
-    let old_id = cluster.agents[leader].status().unwrap()["id"].as_u64().unwrap();
+    let old_id = cluster.agents[leader].status().unwrap()["id"]
+        .as_u64()
+        .unwrap();
     let stopped = std::time::Instant::now();
-    let status = cluster.agents[leader].terminate(Duration::from_secs(15)).expect("it exits");
+    let status = cluster.agents[leader]
+        .terminate(Duration::from_secs(15))
+        .expect("it exits");
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
     let survivor = (leader + 1) % 3;
     let new_leader = wait_until(Duration::from_secs(10), "a new leader", || {
         let s = cluster.agents[survivor].status()?;
         s["leader_id"].as_u64().filter(|id| *id != old_id)
     });
-    eprintln!("handover: leader {new_leader} within {:?} of SIGTERM", stopped.elapsed());
+    eprintln!(
+        "handover: leader {new_leader} within {:?} of SIGTERM",
+        stopped.elapsed()
+    );
     let log = std::fs::read_to_string(cluster.agents[leader].log_path()).unwrap();
     assert!(log.contains("handed leadership over"), "{log}");
 }
@@ -84,7 +91,10 @@ fn a_bad_configuration_is_refused_with_the_name_of_the_value() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("`voters`") && stderr.contains("1, 3, 5 or 7"), "{stderr}");
+    assert!(
+        stderr.contains("`voters`") && stderr.contains("1, 3, 5 or 7"),
+        "{stderr}"
+    );
     std::fs::write(&config, "[raft]\nheartbeat_ms = 5\n").unwrap();
     let output = std::process::Command::new(rota_tests::rota_binary())
         .args(["agent", "--config"])

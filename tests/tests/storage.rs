@@ -20,11 +20,21 @@ fn segment(agent: &Agent) -> PathBuf {
 fn stopped_agent(root: &std::path::Path, jobs: usize) -> Agent {
     let mut agent = Agent::start(root, &[], &AgentOptions::default());
     wait_until(Duration::from_secs(30), "the agent to lead", || {
-        agent.status().filter(|s| s["is_leader"] == true).map(|_| ())
+        agent
+            .status()
+            .filter(|s| s["is_leader"] == true)
+            .map(|_| ())
     });
     for i in 0..jobs {
         let job = process_job(&format!("job-{i}"), "@hourly", "true", "");
-        assert_eq!(agent.api().follow("POST", "/v1/jobs", Some(&job)).unwrap().status, 201);
+        assert_eq!(
+            agent
+                .api()
+                .follow("POST", "/v1/jobs", Some(&job))
+                .unwrap()
+                .status,
+            201
+        );
     }
     agent.terminate(Duration::from_secs(10));
     agent
@@ -32,7 +42,12 @@ fn stopped_agent(root: &std::path::Path, jobs: usize) -> Agent {
 
 fn job_names(agent: &Agent) -> Vec<String> {
     let jobs = agent.api().get("/v1/jobs");
-    jobs.body.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_owned()).collect()
+    jobs.body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -45,17 +60,31 @@ fn a_log_with_a_torn_tail_recovers_with_its_complete_records() {
     let extra = b"\xa7\x00\x10\x00\x00partial";
     fs::write(&path, [bytes.as_slice(), extra].concat()).unwrap();
     agent.restart();
-    let names = wait_until(Duration::from_secs(30), "the agent to serve its jobs", || {
-        agent.status().filter(|s| s["is_leader"] == true)?;
-        let names = job_names(&agent);
-        (names.len() == 3).then_some(names)
-    });
+    let names = wait_until(
+        Duration::from_secs(30),
+        "the agent to serve its jobs",
+        || {
+            agent.status().filter(|s| s["is_leader"] == true)?;
+            let names = job_names(&agent);
+            (names.len() == 3).then_some(names)
+        },
+    );
     assert_eq!(names, ["job-0", "job-1", "job-2"]);
     let log = fs::read_to_string(agent.log_path()).unwrap();
-    assert!(log.contains("torn"), "a warning names the truncation:\n{log}");
+    assert!(
+        log.contains("torn"),
+        "a warning names the truncation:\n{log}"
+    );
     // Writing continues after the truncated tail.
     let job = process_job("after", "@hourly", "true", "");
-    assert_eq!(agent.api().follow("POST", "/v1/jobs", Some(&job)).unwrap().status, 201);
+    assert_eq!(
+        agent
+            .api()
+            .follow("POST", "/v1/jobs", Some(&job))
+            .unwrap()
+            .status,
+        201
+    );
 }
 
 #[test]
@@ -71,6 +100,12 @@ fn a_log_with_a_flipped_byte_refuses_to_start_and_says_where() {
     assert_ne!(code, Some(0), "it must not start: {output}");
     assert!(code.is_some(), "it must exit, not hang: {output}");
     let name = path.file_name().unwrap().to_str().unwrap();
-    assert!(output.contains(name) && output.contains("corrupt"), "the error names the file:\n{output}");
-    assert!(output.contains("byte"), "the error names the offset:\n{output}");
+    assert!(
+        output.contains(name) && output.contains("corrupt"),
+        "the error names the file:\n{output}"
+    );
+    assert!(
+        output.contains("byte"),
+        "the error names the offset:\n{output}"
+    );
 }
