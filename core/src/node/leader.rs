@@ -59,6 +59,8 @@ pub(super) struct Ctx<'a> {
     pub membership: &'a Membership,
     pub config: &'a NodeConfig,
     pub raft: &'a RaftStatus,
+    /// Where hosts gossip has not shown yet can be reached (they messaged us).
+    pub peers: &'a BTreeMap<HostId, core::net::SocketAddr>,
     pub effects: &'a mut VecDeque<Effect>,
     pub loopback: &'a mut VecDeque<Message>,
 }
@@ -75,12 +77,15 @@ impl Ctx<'_> {
     fn send(&mut self, to: HostId, message: Message) {
         if to == self.me() {
             self.loopback.push_back(message);
-        } else if let Some(entry) = self.membership.host(to) {
-            self.effects.push_back(Effect::Send {
-                to,
-                addr: entry.identity.cluster_addr,
-                message,
-            });
+            return;
+        }
+        let addr = self
+            .membership
+            .host(to)
+            .map(|entry| entry.identity.cluster_addr)
+            .or_else(|| self.peers.get(&to).copied());
+        if let Some(addr) = addr {
+            self.effects.push_back(Effect::Send { to, addr, message });
         }
     }
 
@@ -799,6 +804,12 @@ impl Leader {
             self.waiting.insert(id);
             return;
         }
+        // A leader that cannot show a fresh quorum may have been deposed without knowing:
+        // it starts nothing, so that the next leader can count on its silence within
+        // half a lease (the dispatch is retried once the quorum answers again).
+        if host != ctx.me() && !quorum_fresh(ctx) {
+            return;
+        }
         let Some(spec) = run_spec(ctx, id, &ctx.config.timing) else {
             return;
         };
@@ -880,8 +891,23 @@ impl Leader {
             return;
         }
         match (run.state, status) {
-            (state, _) if !state.is_active() => {
-                // Ended here already; the host may forget it.
+            (state, status) if !state.is_active() => {
+                // Ended here already: the host may forget it. If the host says it is
+                // still going (a run found after a long outage, already recorded lost),
+                // it must stop: the cluster has moved on, and its retry may be running.
+                if matches!(
+                    status,
+                    ReportStatus::Started { .. } | ReportStatus::Starting
+                ) {
+                    ctx.send(
+                        from,
+                        Message::Stop {
+                            term: self.term,
+                            run: id,
+                            reason: Reason::Stopped,
+                        },
+                    );
+                }
                 ctx.send(
                     from,
                     Message::Ack {
@@ -1083,11 +1109,7 @@ impl Leader {
     /// (fences) hosts that gossip declares down or that have not answered for a while.
     fn heartbeat(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now.mono;
-        let t = &ctx.config.timing;
-        let quorum_fresh = ctx
-            .raft
-            .quorum_acked
-            .is_some_and(|q| now.saturating_since(q) < Duration::from_millis(t.lease_ms / 2));
+        let quorum_fresh = quorum_fresh(ctx);
         let me = ctx.me();
         // Every host gossip knows, and every host this leader has tracked (a host that
         // gossip has forgotten may still hold runs).
@@ -1333,6 +1355,16 @@ impl Leader {
                 .push_back(Effect::Propose(Command::batch(chunk)));
         }
     }
+}
+
+/// Whether a quorum acknowledged this leader within half a lease: only then may it renew
+/// leases or start runs, so a deposed leader that does not know it yet falls silent in
+/// time for its successor.
+fn quorum_fresh(ctx: &Ctx<'_>) -> bool {
+    let half_lease = Duration::from_millis(ctx.config.timing.lease_ms / 2);
+    ctx.raft
+        .quorum_acked
+        .is_some_and(|q| ctx.now.mono.saturating_since(q) < half_lease)
 }
 
 /// The job's next due instant under a plan: its next fire, or an unproposed retry.

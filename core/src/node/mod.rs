@@ -52,8 +52,9 @@ pub struct Timing {
     /// A host that has not heard from a leader this long stops its runs of `forbid` and
     /// `replace` jobs.
     pub lease_ms: u64,
-    /// What the leader adds to the lease before it treats a lost host's runs as ended
-    /// (message delay, heartbeat spacing, clock-rate differences).
+    /// What the leader adds to the lease before it treats a lost host's runs as ended:
+    /// at least the longest a message can take to arrive (the transport's message
+    /// time-to-live plus its call timeout), plus clock-rate differences.
     pub lease_margin_ms: u64,
     /// How long the leader waits for a host to report a dispatched run started before it
     /// asks again.
@@ -79,7 +80,7 @@ impl Default for Timing {
             housekeeping_ms: 100,
             heartbeat_interval_ms: 1000,
             lease_ms: 10_000,
-            lease_margin_ms: 3000,
+            lease_margin_ms: 8000,
             dispatch_timeout_ms: 2000,
             unreachable_after_ms: 5000,
             report_retry_ms: 1000,
@@ -829,6 +830,7 @@ impl Node {
             membership: &self.membership,
             config: &self.config,
             raft: &self.raft,
+            peers: &self.peers,
             effects: &mut self.effects,
             loopback: &mut self.loopback,
         };

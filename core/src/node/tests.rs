@@ -795,3 +795,45 @@ fn a_query_is_answered_for_every_run_even_unknown_ones() {
         .collect();
     assert_eq!(statuses, [(RunId(1), false), (RunId(2), true)]);
 }
+
+#[test]
+fn a_host_still_running_a_run_the_cluster_holds_ended_is_told_to_stop() {
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[job("j", "@manually")]);
+    let declare = Command::Declare(Declare {
+        job: name("j"),
+        scheduled_at: d.now.wall,
+        attempt: 1,
+        trigger: Trigger::Manual { force: false },
+        host: Some(OTHER),
+        term: d.term,
+        at: d.now.wall,
+    });
+    let Outcome::Declared { run } = d.commit(declare) else {
+        panic!()
+    };
+    d.commit(Command::MarkFinished(crate::command::Finish {
+        run,
+        host: None,
+        started_at: None,
+        finished_at: d.now.wall,
+        exit_code: None,
+        reason: Some(Reason::HostLost),
+        detail: None,
+    }));
+    d.sent.clear();
+    d.input(Input::Message {
+        from: OTHER,
+        addr: addr(2),
+        message: Message::Report {
+            run,
+            status: ReportStatus::Started { at: d.now.wall },
+        },
+    });
+    assert!(
+        d.sent
+            .iter()
+            .any(|(to, m)| *to == OTHER && matches!(m, Message::Stop { run: r, .. } if *r == run)),
+        "{:?}",
+        d.sent
+    );
+}
