@@ -10,8 +10,9 @@ use rota_core::job::JobSpec;
 
 use crate::config::{Config, LogFormat};
 use crate::daemon::{self, Handle, Parts};
-use crate::executor::Executor;
+use crate::executor::docker::{DockerExecutor, DockerExecutorConfig, Engine, EngineConfig};
 use crate::executor::process::{ProcessConfig, ProcessExecutor};
+use crate::executor::{Executor, Router};
 use crate::io::{BoxFuture, Io};
 use crate::resources::SystemProbe;
 
@@ -63,6 +64,34 @@ pub fn shutdown_signal() -> BoxFuture<'static, ()> {
     })
 }
 
+/// Looks for the Docker engine at `config.docker.socket`: the engine, or why there is
+/// none (which is logged as a warning: the host then runs process jobs only, and tells
+/// the cluster it has no Docker, so that no docker job is placed here).
+pub async fn find_docker(config: &Config) -> Result<Engine, String> {
+    let engine = EngineConfig {
+        socket: config.docker.socket.clone(),
+        request_timeout_ms: config.docker.request_timeout_ms,
+        pull_timeout_ms: config.docker.pull_timeout_ms,
+        stop_grace_ms: config.limits.stop_grace_ms,
+    };
+    match Engine::connect(engine).await {
+        Ok(engine) => {
+            tracing::info!(
+                engine = engine.description(),
+                "Docker engine found: docker jobs can run here"
+            );
+            Ok(engine)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::warn!(
+                "no Docker engine answers ({why}): this host runs process jobs only, and tells the cluster it has no Docker, so no docker job is placed here; start the engine (or fix `docker.socket`) and restart rota to run docker jobs here"
+            );
+            Err(why)
+        }
+    }
+}
+
 /// Starts a production daemon and its API; answers its handle and a future that ends
 /// when the daemon does.
 pub async fn start(
@@ -78,23 +107,39 @@ pub async fn start(
     })?;
     let runs_dir = daemon::runs_dir(&config.data_dir);
     let limits = config.limits.clone();
-    let executor = Box::new(move |host, events| {
-        let config = ProcessConfig {
+    let docker = find_docker(&config).await;
+    let has_docker = docker.is_ok();
+    let docker_config = DockerExecutorConfig {
+        output_bytes_max: limits.output_bytes_max,
+        containers_kept_max: config.docker.containers_kept_max,
+        runs_kept_max: limits.runs_kept_on_host_max,
+        ..DockerExecutorConfig::new(runs_dir.clone(), config.cluster_name.clone())
+    };
+    let executor = Box::new(move |host, events: crate::executor::Events| {
+        let process_config = ProcessConfig {
             output_bytes_max: limits.output_bytes_max,
             stop_grace_ms: limits.stop_grace_ms,
             runs_kept_max: limits.runs_kept_on_host_max,
             ..ProcessConfig::new(runs_dir)
         };
-        let executor =
-            ProcessExecutor::new(config, host, events).context("starting the process executor")?;
-        Ok(Arc::new(executor) as Arc<dyn Executor>)
+        let process = ProcessExecutor::new(process_config, host, events.clone())
+            .context("starting the process executor")?;
+        let (docker, no_docker) = match docker {
+            Ok(engine) => {
+                let executor = DockerExecutor::new(docker_config, engine, host, events.clone())
+                    .context("starting the docker executor")?;
+                (Some(executor), String::new())
+            }
+            Err(why) => (None, why),
+        };
+        Ok(Arc::new(Router::new(process, docker, no_docker, events)) as Arc<dyn Executor>)
     });
     let parts = Parts {
         probe: Arc::new(SystemProbe::new(&config.data_dir)),
         config: config.clone(),
         io: io.clone(),
         executor,
-        docker: false,
+        docker: has_docker,
         seed: fresh_seed(),
         on_event: None,
     };

@@ -5,6 +5,7 @@
 //! cargo bench -p rota-tests --bench cluster -- failover      # kill -9 the leader, 10 tries
 //! cargo bench -p rota-tests --bench cluster -- throughput    # runs/s held for 60 s
 //! cargo bench -p rota-tests --bench cluster -- memory        # RSS of a voter with 100,000 jobs
+//! cargo bench -p rota-tests --bench cluster -- docker        # container start: rota against `docker run`
 //! ```
 //! `ROTA_BENCH_TRIES`, `ROTA_BENCH_RATES` (comma-separated runs/s), `ROTA_BENCH_SECONDS`
 //! and `ROTA_BENCH_JOBS` change the sizes.
@@ -45,6 +46,9 @@ fn main() {
     }
     if wants("memory") {
         memory();
+    }
+    if wants("docker") {
+        docker_start();
     }
 }
 
@@ -305,5 +309,244 @@ fn memory() {
     println!(
         "| job creation rate (16 clients) | {:.0} jobs/s |",
         jobs as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// One HTTP request to the Docker engine's API on its Unix socket (a connection of its
+/// own, as bollard makes): the status code of the answer.
+fn engine_request(method: &str, path: &str, body: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut socket = std::os::unix::net::UnixStream::connect("/var/run/docker.sock")
+        .expect("the engine's socket");
+    write!(
+        socket,
+        "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("a request");
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).expect("an answer");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `docker <args>` and answers how long it took; panics if it failed.
+fn timed_docker(args: &[&str]) -> f64 {
+    let started = Instant::now();
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the docker command runs");
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// The time from rota's decision to start a run to its container running, against the
+/// engine alone driven from the shell, measured side by side (alternating) in one run:
+///
+/// - the engine's API alone: `POST /containers/create` then `POST /containers/{id}/start`
+///   over the engine's socket from this process, until the start is answered (the
+///   least any client can do);
+/// - `docker run -d`: the docker CLI from its spawn until it returns, which it does once
+///   the engine has created and started the container (no pull: the image is local);
+/// - rota, to running: the Docker executor's `start(spec)` (the core's `StartRun`
+///   effect) until its `Started` event: its run directory is prepared, the container
+///   created (with rota's labels and limits) and started;
+/// - `docker run --rm`: the CLI until the container has run `true`, exited and been
+///   removed;
+/// - rota, to ended: `start(spec)` until the `Exited` event: the container has run
+///   `true` and exited, its output is copied and its end recorded (its removal
+///   follows).
+///
+/// Every container runs `true` from the same local image with the same network (`none`)
+/// and PID limit (256).
+fn docker_start() {
+    use rota_core::host::HostId;
+    use rota_core::job::{Concurrency, DockerSpec, ExecutorSpec, JobName, PullPolicy};
+    use rota_core::node::ExecutorEvent;
+    use rota_core::run::{RunId, RunSpec};
+    use rota_core::time::Timestamp;
+    use runtime::executor::Executor;
+    use runtime::executor::docker::{DockerExecutor, DockerExecutorConfig, Engine, EngineConfig};
+
+    if !rota_tests::docker_or_skip("bench docker") {
+        return;
+    }
+    let image = rota_tests::docker_test_image();
+    let tries: usize = env_or("ROTA_BENCH_TRIES", 20);
+    let cluster = rota_tests::unique_cluster_name("bench");
+    let _cleanup = rota_tests::DockerCleanup(cluster.clone());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokio = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let (executor, mut events) = tokio.block_on(async {
+        let engine = Engine::connect(EngineConfig {
+            socket: "/var/run/docker.sock".into(),
+            request_timeout_ms: 30_000,
+            pull_timeout_ms: 60_000,
+            stop_grace_ms: 1000,
+        })
+        .await
+        .expect("the engine answers");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = DockerExecutorConfig::new(dir.path().to_path_buf(), cluster.clone());
+        let executor = DockerExecutor::new(config, engine, HostId(1), tx).expect("the executor");
+        (executor, rx)
+    });
+    let label = format!("rota.cluster={cluster}");
+    let (mut cli_running, mut cli_ended, mut rota_running, mut rota_ended) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut api_running = Vec::new();
+    // One untimed round of each first: caches warm, the executor's first connection.
+    for t in 0..=tries {
+        let name = format!("rota-bench-{cluster}-{t}");
+        let detached = timed_docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &label,
+            "--network",
+            "none",
+            "--pids-limit",
+            "256",
+            image,
+            "true",
+        ]);
+        timed_docker(&["rm", "-f", &name]);
+        let body = format!(
+            r#"{{"Image": "{image}", "Cmd": ["true"], "Labels": {{"rota.cluster": "{cluster}"}}, "HostConfig": {{"NetworkMode": "none", "PidsLimit": 256}}}}"#
+        );
+        let started = Instant::now();
+        assert_eq!(
+            engine_request("POST", &format!("/containers/create?name={name}"), &body),
+            201
+        );
+        assert_eq!(
+            engine_request("POST", &format!("/containers/{name}/start"), ""),
+            204
+        );
+        let direct = started.elapsed().as_secs_f64();
+        timed_docker(&["rm", "-f", &name]);
+        let removed = timed_docker(&[
+            "run",
+            "--rm",
+            "--label",
+            &label,
+            "--network",
+            "none",
+            "--pids-limit",
+            "256",
+            image,
+            "true",
+        ]);
+        let spec = RunSpec {
+            id: RunId(t as u64 + 1),
+            job: JobName::new("bench").expect("a name"),
+            scheduled_at: Timestamp::from_secs(1_700_000_000),
+            attempt: 1,
+            executor: Arc::new(ExecutorSpec::Docker(DockerSpec {
+                image: image.to_owned(),
+                command: vec!["true".into()],
+                env: Default::default(),
+                cpus: None,
+                memory_mb: None,
+                pids_max: None,
+                network: None,
+                pull: PullPolicy::IfMissing,
+            })),
+            timeout_ms: None,
+            concurrency: Concurrency::Allow,
+            start_by: Timestamp::from_secs(4_000_000_000),
+        };
+        let (to_running, to_ended) = tokio.block_on(async {
+            let started = Instant::now();
+            executor.start(spec);
+            let mut running = None;
+            loop {
+                let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+                    .await
+                    .expect("an event within 60 s")
+                    .expect("the executor lives");
+                match event {
+                    ExecutorEvent::Started { .. } => {
+                        running = Some(started.elapsed().as_secs_f64());
+                    }
+                    ExecutorEvent::Exited { .. } => {
+                        break (
+                            running.expect("started before it ended"),
+                            started.elapsed().as_secs_f64(),
+                        );
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        // Its removal follows its end: wait for it, so that it does not overlap the next
+        // measurement.
+        let container = runtime::executor::docker::container_name(&cluster, RunId(t as u64 + 1));
+        wait_until(Duration::from_secs(30), "the container's removal", || {
+            rota_tests::docker(&["inspect", &container])
+                .is_err()
+                .then_some(())
+        });
+        eprintln!(
+            "try {t}: API {direct:.3} s, docker run -d {detached:.3} s, rota to running {to_running:.3} s; docker run --rm {removed:.3} s, rota to ended {to_ended:.3} s"
+        );
+        if t == 0 {
+            continue;
+        }
+        api_running.push(direct);
+        cli_running.push(detached);
+        cli_ended.push(removed);
+        rota_running.push(to_running);
+        rota_ended.push(to_ended);
+    }
+    let cli_alone = {
+        let mut v: Vec<f64> = (0..tries).map(|_| timed_docker(&["--version"])).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut cli_running), median(&mut rota_running));
+    let (c, d) = (median(&mut cli_ended), median(&mut rota_ended));
+    let e = median(&mut api_running);
+    println!(
+        "\ncontainer start, rota's Docker executor against the docker CLI, {tries} alternating tries (local image, `true`)"
+    );
+    println!(
+        "| measure | engine API alone | docker CLI | rota | rota against the CLI | rota against the API |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| to running: create + start / `docker run -d` / `start` to `Started` | {:.1} ms | {:.1} ms | {:.1} ms | {:+.1} % | {:+.1} % |",
+        e * 1000.0,
+        a * 1000.0,
+        b * 1000.0,
+        (b - a) / a * 100.0,
+        (b - e) / e * 100.0
+    );
+    println!(
+        "| to ended: `docker run --rm` / `start` to `Exited` | | {:.1} ms | {:.1} ms | {:+.1} % | |",
+        c * 1000.0,
+        d * 1000.0,
+        (d - c) / c * 100.0
+    );
+    println!(
+        "| the CLI's own start-up (`docker --version`) | | {:.1} ms | | | |",
+        cli_alone * 1000.0
     );
 }

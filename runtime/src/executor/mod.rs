@@ -4,15 +4,18 @@
 //! Every executor is idempotent by run id: a second start of the same run starts
 //! nothing and reports what became of the first.
 
+pub mod docker;
 pub mod process;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rota_core::host::HostId;
 use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
 use tokio::sync::mpsc;
 
+use self::docker::DockerExecutor;
+use self::process::ProcessExecutor;
 use crate::io::BoxFuture;
 
 /// Where an executor sends what happens to runs.
@@ -42,4 +45,109 @@ pub fn run_env(spec: &RunSpec, host: HostId) -> Vec<(String, String)> {
         ("ROTA_ATTEMPT".into(), spec.attempt.to_string()),
         ("ROTA_HOST".into(), host.to_string()),
     ]
+}
+
+/// The executor of a daemon: sends each run to the executor of its kind, docker runs
+/// to the [`DockerExecutor`] and process runs to the [`ProcessExecutor`]. Without a
+/// Docker engine a docker run fails to launch, saying so (the leader places docker
+/// runs only on hosts that advertise an engine, so this takes a leader that still goes
+/// by what this host advertised before it restarted without one).
+///
+/// Both executors keep their runs' directories in the same `runs_dir`, so the router
+/// also keeps the process executor from reporting docker runs' directories, which it
+/// does not understand, at start-up.
+#[derive(Debug)]
+pub struct Router {
+    process: ProcessExecutor,
+    docker: Option<DockerExecutor>,
+    /// Why there is no docker executor, for runs that need one.
+    no_docker: String,
+    events: Events,
+}
+
+impl Router {
+    /// A router over `process` and, if this host has an engine, `docker`; `no_docker`
+    /// says why it has none.
+    pub fn new(
+        process: ProcessExecutor,
+        docker: Option<DockerExecutor>,
+        no_docker: String,
+        events: Events,
+    ) -> Self {
+        Router {
+            process,
+            docker,
+            no_docker,
+            events,
+        }
+    }
+
+    fn runs_dir(&self) -> &Path {
+        &self.process.config().runs_dir
+    }
+}
+
+impl Executor for Router {
+    fn start(&self, spec: RunSpec) {
+        if !spec.executor.needs_docker() {
+            return self.process.start(spec);
+        }
+        match &self.docker {
+            Some(docker) => docker.start(spec),
+            None => {
+                let detail = format!("this host has no Docker engine: {}", self.no_docker);
+                tracing::warn!(run = %spec.id, "{detail}");
+                let at = docker::wall_now();
+                let event = ExecutorEvent::LaunchFailed {
+                    run: spec.id,
+                    at,
+                    reason: Reason::LaunchFailed,
+                    detail: rota_core::run::bounded_detail(&detail),
+                };
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
+    fn stop(&self, run: RunId, reason: Reason) {
+        match &self.docker {
+            Some(docker) if docker.owns(run) => docker.stop(run, reason),
+            _ => self.process.stop(run, reason),
+        }
+    }
+
+    fn recover(&self) -> BoxFuture<'_, Vec<ExecutorEvent>> {
+        Box::pin(async move {
+            let mut events = match &self.docker {
+                Some(docker) => docker.recover().await,
+                None => Vec::new(),
+            };
+            let runs_dir = self.runs_dir().to_path_buf();
+            events.extend(
+                self.process
+                    .recover()
+                    .await
+                    .into_iter()
+                    .filter(|event| !docker::is_docker_run(&runs_dir, event_run(event))),
+            );
+            events
+        })
+    }
+
+    fn output_path(&self, run: RunId) -> Option<PathBuf> {
+        self.docker
+            .as_ref()
+            .and_then(|docker| docker.output_path(run))
+            .or_else(|| self.process.output_path(run))
+    }
+}
+
+/// The run an event is about.
+fn event_run(event: &ExecutorEvent) -> RunId {
+    match event {
+        ExecutorEvent::Adopted { spec, .. } => spec.id,
+        ExecutorEvent::Started { run, .. }
+        | ExecutorEvent::Exited { run, .. }
+        | ExecutorEvent::LaunchFailed { run, .. } => *run,
+    }
 }

@@ -152,6 +152,9 @@ fn run_ids(runs_dir: &Path) -> Vec<RunId> {
             }
         })
         .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        // The Docker executor keeps its runs in the same directory: a process run's
+        // directory is the one holding this executor's spec.
+        .filter(|entry| entry.path().join(SPEC_FILE).exists())
         .filter_map(|entry| run_of(&entry.file_name()))
         .collect();
     runs.sort_unstable();
