@@ -340,6 +340,7 @@ pub struct JobSpec {
 
 /// Bounds on what a job spec may hold. Every bound names its unit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct JobLimits {
     /// The most arguments in a command.
     pub command_args_max: usize,

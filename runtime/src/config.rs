@@ -79,8 +79,20 @@ pub struct LimitsConfig {
     pub rpc_frame_bytes_max: u32,
     /// How long a cluster RPC may take.
     pub rpc_timeout_ms: u64,
+    /// How long a message to a peer may wait to be sent before it is dropped.
+    pub message_ttl_ms: u64,
     /// The most cluster RPC connections open at once, from all peers.
     pub rpc_connections_max: usize,
+    /// The most cluster RPC connections open at once from one peer address.
+    pub rpc_connections_per_peer_max: usize,
+    /// The most API connections open at once.
+    pub api_connections_max: usize,
+    /// The most API connections open at once from one client address.
+    pub api_connections_per_client_max: usize,
+    /// How long a client may take to send a request's headers.
+    pub api_header_timeout_ms: u64,
+    /// The largest request head (request line and headers).
+    pub api_header_bytes_max: usize,
     /// The largest HTTP request body.
     pub api_body_bytes_max: usize,
     /// The most HTTP requests handled at once.
@@ -98,12 +110,47 @@ impl Default for LimitsConfig {
         LimitsConfig {
             rpc_frame_bytes_max: 64 * 1024 * 1024,
             rpc_timeout_ms: 5_000,
+            message_ttl_ms: 2_000,
             rpc_connections_max: 512,
+            rpc_connections_per_peer_max: 64,
+            api_connections_max: 1024,
+            api_connections_per_client_max: 128,
+            api_header_timeout_ms: 10_000,
+            api_header_bytes_max: 64 * 1024,
             api_body_bytes_max: 1024 * 1024,
             api_requests_concurrent_max: 256,
             output_bytes_max: 1024 * 1024,
             runs_kept_on_host_max: 1000,
             stop_grace_ms: 10_000,
+        }
+    }
+}
+
+/// How this host reaches its Docker engine, and what it keeps of finished containers.
+/// The stop grace period of a container is `limits.stop_grace_ms`, as for a process.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The engine's Unix socket. Without an engine answering there, the host runs
+    /// process jobs only, and says so to the cluster.
+    pub socket: PathBuf,
+    /// Finished containers kept for debugging (the newest); the others are removed once
+    /// their end and output are recorded.
+    pub containers_kept_max: usize,
+    /// How long one call to the engine may take (a stop takes the grace period more).
+    pub request_timeout_ms: u64,
+    /// How long an image pull may take in all (each of its progress messages must come
+    /// within `request_timeout_ms`).
+    pub pull_timeout_ms: u64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            containers_kept_max: 0,
+            request_timeout_ms: 30_000,
+            pull_timeout_ms: 600_000,
         }
     }
 }
@@ -195,6 +242,14 @@ pub struct FileConfig {
     pub resources: ResourcesOverride,
     /// See [`Config::runs_kept_per_job_max`].
     pub runs_kept_per_job_max: Option<u32>,
+    /// See [`Config::docker`].
+    #[serde(default)]
+    pub docker: DockerConfig,
+    /// See [`Config::jobs_max`].
+    pub jobs_max: Option<u64>,
+    /// See [`Config::job_limits`].
+    #[serde(default)]
+    pub job_limits: JobLimits,
 }
 
 /// The flags `rota agent` and `rota dev` take; each also reads a `ROTA_*` variable.
@@ -278,6 +333,13 @@ pub struct Config {
     pub resources: ResourcesOverride,
     /// Ended runs kept per job, cluster-wide (the leader's setting applies).
     pub runs_kept_per_job_max: u32,
+    /// The Docker engine.
+    pub docker: DockerConfig,
+    /// The most jobs the cluster holds (the leader's setting applies).
+    pub jobs_max: u64,
+    /// Bounds on each job spec: command and environment sizes, retries, durations (the
+    /// leader's setting applies).
+    pub job_limits: JobLimits,
 }
 
 impl Default for Config {
@@ -305,6 +367,9 @@ impl Default for Config {
             timing: Timing::default(),
             resources: ResourcesOverride::default(),
             runs_kept_per_job_max: 100,
+            docker: DockerConfig::default(),
+            jobs_max: 100_000,
+            job_limits: JobLimits::default(),
         }
     }
 }
@@ -389,6 +454,9 @@ impl Config {
             runs_kept_per_job_max: file
                 .runs_kept_per_job_max
                 .unwrap_or(defaults.runs_kept_per_job_max),
+            docker: file.docker,
+            jobs_max: file.jobs_max.unwrap_or(defaults.jobs_max),
+            job_limits: file.job_limits,
         };
         config.validate()?;
         Ok(config)
@@ -481,6 +549,22 @@ impl Config {
         }
         positive("limits.rpc_timeout_ms", l.rpc_timeout_ms)?;
         positive("limits.rpc_connections_max", l.rpc_connections_max as u64)?;
+        positive(
+            "limits.rpc_connections_per_peer_max",
+            l.rpc_connections_per_peer_max as u64,
+        )?;
+        positive("limits.api_connections_max", l.api_connections_max as u64)?;
+        positive(
+            "limits.api_connections_per_client_max",
+            l.api_connections_per_client_max as u64,
+        )?;
+        positive("limits.api_header_timeout_ms", l.api_header_timeout_ms)?;
+        if l.api_header_bytes_max < 8192 {
+            return Err(bad(
+                "limits.api_header_bytes_max",
+                "at least 8192 bytes (hyper's minimum)",
+            ));
+        }
         if l.api_body_bytes_max < 1024 {
             return Err(bad("limits.api_body_bytes_max", "at least 1024 bytes"));
         }
@@ -496,11 +580,37 @@ impl Config {
         if !(1..=100_000).contains(&self.runs_kept_per_job_max) {
             return Err(bad("runs_kept_per_job_max", "between 1 and 100000"));
         }
+        if !(1..=10_000_000).contains(&self.jobs_max) {
+            return Err(bad("jobs_max", "between 1 and 10000000"));
+        }
+        let j = &self.job_limits;
+        for (field, value) in [
+            ("job_limits.command_args_max", j.command_args_max as u64),
+            ("job_limits.command_bytes_max", j.command_bytes_max as u64),
+            ("job_limits.env_vars_max", j.env_vars_max as u64),
+            ("job_limits.env_bytes_max", j.env_bytes_max as u64),
+            ("job_limits.string_bytes_max", j.string_bytes_max as u64),
+            ("job_limits.duration_s_max", j.duration_s_max),
+        ] {
+            positive(field, value)?;
+        }
         if self.resources_interval_ms < 100 {
             return Err(bad("resources_interval_ms", "at least 100 ms"));
         }
         let t = &self.timing;
         positive("timing.housekeeping_ms", t.housekeeping_ms)?;
+        positive("limits.message_ttl_ms", self.limits.message_ttl_ms)?;
+        // The leader counts on no message arriving later than this margin after it was
+        // sent: a message waits at most its time-to-live, then one call's timeout.
+        let delay_max = self.limits.message_ttl_ms + self.limits.rpc_timeout_ms;
+        if t.lease_margin_ms < delay_max {
+            return Err(bad(
+                "timing.lease_margin_ms",
+                format!(
+                    "must be at least limits.message_ttl_ms + limits.rpc_timeout_ms ({delay_max} ms): the longest a message can take to arrive"
+                ),
+            ));
+        }
         positive("timing.heartbeat_interval_ms", t.heartbeat_interval_ms)?;
         if t.lease_ms < 2 * t.heartbeat_interval_ms {
             return Err(bad(
@@ -511,6 +621,31 @@ impl Config {
         positive("timing.dispatch_timeout_ms", t.dispatch_timeout_ms)?;
         positive("timing.report_retry_ms", t.report_retry_ms)?;
         positive("timing.unreachable_after_ms", t.unreachable_after_ms)?;
+        let d = &self.docker;
+        if !d.socket.is_absolute() {
+            return Err(bad(
+                "docker.socket",
+                format!(
+                    "`{}` is not an absolute path such as /var/run/docker.sock",
+                    d.socket.display()
+                ),
+            ));
+        }
+        if d.containers_kept_max > 10_000 {
+            return Err(bad("docker.containers_kept_max", "at most 10000"));
+        }
+        if !(100..=600_000).contains(&d.request_timeout_ms) {
+            return Err(bad(
+                "docker.request_timeout_ms",
+                "between 100 and 600000 ms",
+            ));
+        }
+        if d.pull_timeout_ms < d.request_timeout_ms || d.pull_timeout_ms > 86_400_000 {
+            return Err(bad(
+                "docker.pull_timeout_ms",
+                "at least docker.request_timeout_ms and at most 86400000 ms (a day)",
+            ));
+        }
         Ok(())
     }
 }
@@ -638,6 +773,33 @@ mod tests {
             let err = Config::merge(toml(file), &args).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+        for (file, field) in [
+            ("[docker]\nsocket = \"docker.sock\"\n", "docker.socket"),
+            (
+                "[docker]\ncontainers_kept_max = 10001\n",
+                "docker.containers_kept_max",
+            ),
+            (
+                "[docker]\nrequest_timeout_ms = 0\n",
+                "docker.request_timeout_ms",
+            ),
+            (
+                "[docker]\nrequest_timeout_ms = 5000\npull_timeout_ms = 1000\n",
+                "docker.pull_timeout_ms",
+            ),
+        ] {
+            let err = Config::merge(toml(file), &AgentArgs::default()).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+        let docker = Config::merge(
+            toml("[docker]\nsocket = \"/run/podman.sock\"\ncontainers_kept_max = 3\n"),
+            &AgentArgs::default(),
+        )
+        .unwrap()
+        .docker;
+        assert_eq!(docker.socket, PathBuf::from("/run/podman.sock"));
+        assert_eq!(docker.containers_kept_max, 3);
+        assert_eq!(docker.request_timeout_ms, 30_000);
         let unknown: Result<FileConfig, _> = toml::from_str("bogus = 1");
         assert!(unknown.unwrap_err().to_string().contains("bogus"));
     }

@@ -278,7 +278,8 @@ pub async fn start(
         limits: Default::default(),
         settings: rota_core::state::Settings {
             runs_kept_per_job_max: config.runs_kept_per_job_max,
-            ..Default::default()
+            jobs_max: config.jobs_max,
+            job_limits: config.job_limits.clone(),
         },
     };
     let node = Node::new(node_config, seed, now, state);
@@ -293,6 +294,7 @@ pub async fn start(
         frame_bytes_max: config.limits.rpc_frame_bytes_max,
         timeout: Duration::from_millis(config.limits.rpc_timeout_ms),
         connections_max: config.limits.rpc_connections_max,
+        connections_per_peer_max: config.limits.rpc_connections_per_peer_max,
     };
     let rpc_client = Arc::new(RpcClient::new(Arc::clone(&io.net), rpc_limits));
     // Raft re-applies committed entries to the state machine while it starts, and the
@@ -647,7 +649,7 @@ struct EventLoop {
     rpc: Arc<RpcClient>,
     gossip_out: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     proposals: mpsc::UnboundedSender<Command>,
-    peers: HashMap<HostId, mpsc::Sender<Message>>,
+    peers: HashMap<HostId, mpsc::Sender<(tokio::time::Instant, Message)>>,
     formation: Formation,
     next_formation: Mono,
     on_event: Option<EventHook>,
@@ -749,6 +751,7 @@ impl EventLoop {
 
     /// Queues a message for a peer; one task per peer sends them in order, in batches.
     fn send(&mut self, to: HostId, addr: SocketAddr, message: Message) {
+        let ttl = Duration::from_millis(self.config.limits.message_ttl_ms);
         let queue = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
             let from = self.node.identity().id;
@@ -758,11 +761,15 @@ impl EventLoop {
                 from,
                 from_addr,
                 addr,
+                ttl,
                 rx,
             ));
             tx
         });
-        if queue.try_send(message).is_err() {
+        if queue
+            .try_send((tokio::time::Instant::now(), message))
+            .is_err()
+        {
             tracing::debug!(peer = %to, "dropped a message to a peer whose queue is full");
         }
     }
@@ -881,20 +888,32 @@ impl EventLoop {
     }
 }
 
+/// Sends a peer's messages in order, in batches. A message that waited longer than
+/// `ttl` is dropped instead: the core resends what matters, and the leader relies on a
+/// bound on how late a message can arrive (a lease renewed by a stale heartbeat would
+/// outlive the leader's count).
 async fn peer_sender(
     rpc: Arc<RpcClient>,
     from: HostId,
     from_addr: SocketAddr,
     addr: SocketAddr,
-    mut queue: mpsc::Receiver<Message>,
+    ttl: Duration,
+    mut queue: mpsc::Receiver<(tokio::time::Instant, Message)>,
 ) {
     while let Some(first) = queue.recv().await {
-        let mut messages = vec![first];
-        while messages.len() < MESSAGES_PER_RPC_MAX {
-            match queue.try_recv() {
-                Ok(message) => messages.push(message),
-                Err(_) => break,
+        let mut messages = Vec::new();
+        let mut next = Some(first);
+        while let Some((queued, message)) = next {
+            if queued.elapsed() <= ttl {
+                messages.push(message);
             }
+            if messages.len() >= MESSAGES_PER_RPC_MAX {
+                break;
+            }
+            next = queue.try_recv().ok();
+        }
+        if messages.is_empty() {
+            continue;
         }
         let request = Request::Messages {
             from,

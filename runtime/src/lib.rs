@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod conn_limit;
 pub mod daemon;
 pub mod executor;
 pub mod gossip;

@@ -21,8 +21,8 @@ use rota_core::node::Message;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 
+use crate::conn_limit::ConnectionLimiter;
 use crate::io::{BoxFuture, BoxStream, Listener, Net};
 use crate::raft::TypeConfig;
 
@@ -194,6 +194,8 @@ pub struct RpcLimits {
     pub timeout: Duration,
     /// The most connections the server holds open.
     pub connections_max: usize,
+    /// The most connections the server holds open from one peer address.
+    pub connections_per_peer_max: usize,
 }
 
 /// Serves cluster RPC on `listener` until the task is dropped.
@@ -203,7 +205,7 @@ pub async fn serve(
     limits: RpcLimits,
     stats: Arc<RpcStats>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let limiter = ConnectionLimiter::new(limits.connections_max, limits.connections_per_peer_max);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -213,7 +215,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(slot) = limiter.admit(peer.ip()) else {
             stats.refused_connections.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;

@@ -412,7 +412,7 @@ impl Drop for Agent {
 }
 
 /// Test timings: short leases and detection so that failure tests take seconds.
-pub const FAST_TIMING: &str = "[timing]\nlease_ms = 3000\nlease_margin_ms = 1000\nunreachable_after_ms = 2000\nheartbeat_interval_ms = 500\n";
+pub const FAST_TIMING: &str = "[timing]\nlease_ms = 3000\nlease_margin_ms = 1500\nunreachable_after_ms = 2000\nheartbeat_interval_ms = 500\n[limits]\nrpc_timeout_ms = 1000\nmessage_ttl_ms = 500\n";
 
 /// Several agents forming one cluster.
 #[derive(Debug)]
@@ -476,5 +476,197 @@ pub fn process_job(name: &str, schedule: &str, script: &str, extra: &str) -> Str
     let command = serde_json::to_string(&["sh", "-c", script]).expect("json");
     format!(
         r#"{{"name": "{name}", "schedule": "{schedule}", "executor": {{"process": {{"command": {command}}}}}{extra}}}"#
+    )
+}
+
+/// The image the docker tests and benchmarks run: nothing but Debian's static busybox
+/// (`FROM scratch`), built from local files by [`docker_test_image`], since no registry
+/// can be assumed.
+pub const DOCKER_TEST_IMAGE: &str = "rota-test-busybox:1";
+
+/// Whether a Docker engine answers the `docker` command line. Where none does, the
+/// docker tests say so loudly and pass, unless `ROTA_REQUIRE_DOCKER=1`, under which a
+/// missing engine fails them (`test` names the test, for the message).
+pub fn docker_or_skip(test: &str) -> bool {
+    static ANSWER: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let answer = ANSWER.get_or_init(|| {
+        match Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            }
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Err(e) => Err(format!("cannot run the `docker` command: {e}")),
+        }
+    });
+    match answer {
+        Ok(_) => true,
+        Err(why) => {
+            let required = std::env::var("ROTA_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{test}: ROTA_REQUIRE_DOCKER=1 but no Docker engine answers: {why}"
+            );
+            // Past the test harness's capture of `eprintln!`, so that it shows.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED: no Docker engine ({test}): {why}"
+            );
+            false
+        }
+    }
+}
+
+/// Runs `docker <args>`; its standard output, trimmed, or its standard error as the
+/// error.
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `docker {}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "`docker {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The containers (ids, running or not) whose labels match `filter` (`key=value`).
+pub fn docker_containers(filter: &str) -> Vec<String> {
+    docker(&["ps", "-aq", "--filter", &format!("label={filter}")])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes, when dropped, every container of the rota cluster it names (a test's own
+/// cluster name), so that a test leaves none behind, passing or failing.
+#[derive(Debug)]
+pub struct DockerCleanup(pub String);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let ids = docker_containers(&format!("rota.cluster={}", self.0));
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            if let Err(e) = docker(&args) {
+                eprintln!("cannot remove the test's containers: {e}");
+            }
+        }
+    }
+}
+
+/// A cluster name no other test (of this run or a concurrent one) uses, so that
+/// container names and labels never collide on the shared engine.
+pub fn unique_cluster_name(test: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let test: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(20)
+        .collect();
+    format!("t-{test}-{}-{n}-{:x}", std::process::id(), nanos % 0x10000)
+}
+
+/// Builds [`DOCKER_TEST_IMAGE`] once per test run, if the engine does not have it:
+/// Debian's `busybox-static` (installed with apt-get if missing) in an image of its
+/// own. Panics, saying why, if that is not possible.
+pub fn docker_test_image() -> &'static str {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        if docker(&["image", "inspect", DOCKER_TEST_IMAGE]).is_ok() {
+            return Ok(());
+        }
+        let busybox = static_busybox()?;
+        let context = tempfile::tempdir().map_err(|e| format!("a build directory: {e}"))?;
+        fs::copy(&busybox, context.path().join("busybox"))
+            .map_err(|e| format!("copying {}: {e}", busybox.display()))?;
+        fs::write(
+            context.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nENV PATH=/bin\n",
+        )
+        .map_err(|e| format!("writing the Dockerfile: {e}"))?;
+        let context_arg = context.path().display().to_string();
+        docker(&["build", "--quiet", "-t", DOCKER_TEST_IMAGE, &context_arg])?;
+        Ok(())
+    });
+    if let Err(why) = built {
+        panic!("cannot build the docker test image {DOCKER_TEST_IMAGE}: {why}");
+    }
+    DOCKER_TEST_IMAGE
+}
+
+/// Debian's statically linked busybox, installing `busybox-static` if it is missing.
+fn static_busybox() -> Result<PathBuf, String> {
+    let path = PathBuf::from("/bin/busybox");
+    let installed = || {
+        Command::new("dpkg-query")
+            .args(["-W", "-f", "${Status}", "busybox-static"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    if installed() && path.exists() {
+        return Ok(path);
+    }
+    let apt = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`apt-get {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    if let Err(first) = apt(&["install", "-y", "busybox-static"]) {
+        // The package lists may be missing or stale.
+        apt(&["update"]).map_err(|e| format!("{first}; then {e}"))?;
+        apt(&["install", "-y", "busybox-static"])
+            .map_err(|e| format!("installing busybox-static (needs root and apt): {e}"))?;
+    }
+    if !installed() || !path.exists() {
+        return Err("busybox-static is installed, yet /bin/busybox is missing".into());
+    }
+    Ok(path)
+}
+
+/// A docker job's JSON: `script` run by the image's `sh -c`.
+pub fn docker_job(
+    name: &str,
+    image: &str,
+    script: &str,
+    docker_extra: &str,
+    extra: &str,
+) -> String {
+    let command = serde_json::to_string(&["sh", "-c", script]).expect("json");
+    format!(
+        r#"{{"name": "{name}", "schedule": "@manually", "executor": {{"docker": {{"image": "{image}", "command": {command}{docker_extra}}}}}{extra}}}"#
     )
 }

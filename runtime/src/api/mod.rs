@@ -33,6 +33,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::conn_limit::ConnectionLimiter;
 use crate::daemon::{Handle, ProposeError};
 use crate::io::Listener;
 use views::{NextFire, RunView, StatusView};
@@ -40,16 +41,26 @@ use views::{NextFire, RunView, StatusView};
 /// A response body: whole, or streamed (run output).
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An error reading a request body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body, whatever carried it (a connection, or a fuzzer).
+pub type RequestBody = BoxBody<Bytes, BodyError>;
 
 /// Serves the API on `listener` until the task is dropped.
 pub async fn serve(listener: Box<dyn Listener>, handle: Handle) {
     let slots = Arc::new(Semaphore::new(
         handle.config.limits.api_requests_concurrent_max,
     ));
+    let limits = &handle.config.limits;
+    let connections = ConnectionLimiter::new(
+        limits.api_connections_max,
+        limits.api_connections_per_client_max,
+    );
+    let header_timeout = Duration::from_millis(limits.api_header_timeout_ms);
+    let header_bytes_max = limits.api_header_bytes_max;
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "API accept failed");
@@ -57,9 +68,16 @@ pub async fn serve(listener: Box<dyn Listener>, handle: Handle) {
                 continue;
             }
         };
+        // One client holding many connections cannot take every place: beyond its share
+        // its new connections are closed at once.
+        let Some(admitted) = connections.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let handle = handle.clone();
         let slots = Arc::clone(&slots);
         tokio::spawn(async move {
+            let _admitted = admitted;
             let service = hyper::service::service_fn(move |request| {
                 let handle = handle.clone();
                 let slots = Arc::clone(&slots);
@@ -67,8 +85,8 @@ pub async fn serve(listener: Box<dyn Listener>, handle: Handle) {
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(64 * 1024)
+                .header_read_timeout(header_timeout)
+                .max_buf_size(header_bytes_max)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "API connection ended with an error");
@@ -82,6 +100,23 @@ async fn answer(
     slots: &Arc<Semaphore>,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let request = request.map(|body| body.map_err(|e| Box::new(e) as BodyError).boxed());
+    // hyper bounds the bytes it buffers; the head's own size is bounded here, by the
+    // configured limit, with an answer that says so.
+    let head_bytes = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    let max = handle.config.limits.api_header_bytes_max;
+    if head_bytes > max {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("the request line and headers are over the limit of {max} bytes"),
+            None,
+        );
+    }
     // Too many requests at once: refuse at once rather than queue without bound.
     let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
         let mut response = error(
@@ -133,7 +168,7 @@ struct Req {
     path: String,
     query: Vec<(String, String)>,
     path_and_query: String,
-    body: Incoming,
+    body: RequestBody,
 }
 
 impl Req {
@@ -161,7 +196,7 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
 }
 
 /// Answers one request.
-pub async fn route(handle: &Handle, request: Request<Incoming>) -> Response<Body> {
+pub async fn route(handle: &Handle, request: Request<RequestBody>) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let req = Req {
         method: parts.method,
@@ -388,6 +423,15 @@ async fn status(handle: &Handle) -> Response<Body> {
                 applied_index: node.state().applied_index(),
                 jobs: node.state().jobs().len(),
                 active_runs: node.state().active_count(),
+                rpc_frames_refused: h
+                    .rpc_stats
+                    .bad_frames
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                rpc_connections_refused: h
+                    .rpc_stats
+                    .refused_connections
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                gossip_datagrams_refused: node.bad_datagrams(),
             }
         })
         .await;
@@ -448,7 +492,7 @@ const OVERSIZE_DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
 const OVERSIZE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads a request body of at most the configured size.
-async fn body_bytes(handle: &Handle, mut body: Incoming) -> Result<Bytes, Box<Response<Body>>> {
+async fn body_bytes(handle: &Handle, mut body: RequestBody) -> Result<Bytes, Box<Response<Body>>> {
     use hyper::body::Body as _;
     let max = handle.config.limits.api_body_bytes_max;
     let mut bytes = Vec::new();
@@ -491,8 +535,17 @@ async fn body_bytes(handle: &Handle, mut body: Incoming) -> Result<Bytes, Box<Re
     )))
 }
 
-/// Parses a job spec, naming the field that is wrong.
+/// Parses a job spec, naming the field that is wrong, checked against the default
+/// bounds.
 pub fn parse_job(bytes: &[u8]) -> Result<JobSpec, (String, Option<String>)> {
+    parse_job_with(bytes, &rota_core::job::JobLimits::default())
+}
+
+/// Parses a job spec, naming the field that is wrong, checked against `limits`.
+pub fn parse_job_with(
+    bytes: &[u8],
+    limits: &rota_core::job::JobLimits,
+) -> Result<JobSpec, (String, Option<String>)> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let spec: JobSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -500,7 +553,7 @@ pub fn parse_job(bytes: &[u8]) -> Result<JobSpec, (String, Option<String>)> {
         (e.inner().to_string(), field)
     })?;
     de.end().map_err(|e| (e.to_string(), None))?;
-    spec.validate(&rota_core::job::JobLimits::default())
+    spec.validate(limits)
         .map_err(|e| (e.message, Some(e.field)))?;
     Ok(spec)
 }
@@ -510,7 +563,7 @@ async fn put_job(handle: &Handle, req: Req, name: Option<String>) -> Response<Bo
         Ok(bytes) => bytes,
         Err(response) => return *response,
     };
-    let spec = match parse_job(&bytes) {
+    let spec = match parse_job_with(&bytes, &handle.config.job_limits) {
         Ok(spec) => spec,
         Err((message, field)) => return error(StatusCode::BAD_REQUEST, &message, field.as_deref()),
     };

@@ -123,4 +123,10 @@ pub struct StatusView {
     pub jobs: usize,
     /// How many runs are active cluster-wide.
     pub active_runs: usize,
+    /// Cluster RPC frames refused since start (too large, or undecodable).
+    pub rpc_frames_refused: u64,
+    /// Cluster RPC connections refused since start (too many open).
+    pub rpc_connections_refused: u64,
+    /// Gossip datagrams that did not decode, since start.
+    pub gossip_datagrams_refused: u64,
 }

@@ -172,7 +172,7 @@ fn parse_json(text: &str) -> Result<Value, String> {
 }
 
 /// A TOML document, as the JSON the API takes.
-fn parse_toml(text: &str) -> Result<Value, String> {
+pub fn parse_toml(text: &str) -> Result<Value, String> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| format!("is not valid TOML: {}", e.message()))?;
