@@ -271,6 +271,14 @@ pub fn check(h: &History) -> Report {
                 .job(&r.job)
                 .is_some_and(|j| !j.spec.schedule.is_manual())
         })
+        // A fire that passed while its job was paused runs late on purpose, when the
+        // job resumes (missed policy `latest` or `all`).
+        .filter(|r| {
+            reference
+                .job(&r.job)
+                .and_then(|j| j.resumed_at)
+                .is_none_or(|resumed| r.scheduled_at > resumed)
+        })
         .filter(|r| r.started_ms as i64 - sim_ms(r.scheduled_at) > 2_000)
         .map(|r| {
             format!(

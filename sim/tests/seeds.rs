@@ -76,6 +76,17 @@ fn seeds() {
     for failure in failures.iter().take(3) {
         eprintln!("{failure}");
     }
+    // Every failing seed, one line each, to replay them one by one.
+    for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
+        if let Some(first) = outcome.report.violations.first() {
+            let first: String = first.chars().take(160).collect();
+            println!(
+                "sim: seed {} failed ({} violations): {first}",
+                outcome.seed,
+                outcome.report.violations.len()
+            );
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} seeds failed",
