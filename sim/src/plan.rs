@@ -135,7 +135,7 @@ impl Plan {
         let start_ms = 15_000u64;
         let window_ms = rng.random_range(50_000..=80_000u64);
         let heal_ms = start_ms + window_ms;
-        let end_ms = heal_ms + 35_000;
+        let end_ms = heal_ms + 60_000;
         let mut faults = Vec::new();
         let count = rng.random_range(3..=7usize);
         let mut lost = 0usize;

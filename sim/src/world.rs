@@ -27,7 +27,7 @@ const DISPATCH_CRASH_DOWN_MS: u64 = 3000;
 
 /// When the operator pauses every job, after the faults heal, so that the replicas
 /// come to rest and can be compared byte for byte.
-pub const PAUSE_AFTER_HEAL_MS: u64 = 20_000;
+pub const PAUSE_AFTER_HEAL_MS: u64 = 45_000;
 
 /// The simulation's step: simulated time advances this much per step.
 const TICK: Duration = Duration::from_millis(5);
