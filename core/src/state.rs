@@ -258,6 +258,9 @@ impl State {
                 }
                 _ => {}
             }
+            // Fewer retries now allowed: the attempts beyond them are no longer owed.
+            job.retries
+                .retain(|retry| retry.attempt <= spec.retries + 1);
             job.spec = spec.clone();
             job.updated_at = at;
             return Ok(Outcome::JobReplaced);

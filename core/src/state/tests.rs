@@ -439,6 +439,34 @@ fn no_capacity_is_recorded_as_a_failure() {
 }
 
 #[test]
+fn lowering_retries_drops_the_retries_no_longer_owed() {
+    let mut spec = job("a", "@hourly");
+    spec.retries = 1;
+    let (mut state, mut i) = state_with(&[spec.clone()]);
+    apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T01:00:00Z", 1, Trigger::Schedule, None),
+    );
+    let owed = &state.job(&name("a")).unwrap().retries;
+    assert_eq!(owed.len(), 1, "the failed attempt owes a retry: {owed:?}");
+
+    spec.retries = 0;
+    let out = apply(
+        &mut state,
+        &mut i,
+        &Command::PutJob {
+            spec: Box::new(spec),
+            replace: true,
+            at: ts("2026-01-01T01:00:01Z"),
+        },
+    );
+    assert_eq!(out, Outcome::JobReplaced);
+    assert!(state.job(&name("a")).unwrap().retries.is_empty());
+    state.check_invariants().unwrap();
+}
+
+#[test]
 fn reports_about_other_hosts_or_ended_runs_change_nothing() {
     let (mut state, mut i) = state_with(&[job("a", "@hourly")]);
     let run = declared(&apply(

@@ -35,11 +35,16 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> Now {
         let mono = Mono::from_millis(self.origin.elapsed().as_millis() as u64);
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(Timestamp::EPOCH, |d| {
-                Timestamp::from_millis(d.as_millis() as i64)
-            });
-        Now::new(mono, wall)
+        Now::new(mono, system_wall_now())
     }
+}
+
+/// The operating system's wall clock, for the production executors, which stamp what
+/// really happened to real processes.
+pub fn system_wall_now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(Timestamp::EPOCH, |d| {
+            Timestamp::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        })
 }

@@ -11,12 +11,10 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rota_core::host::HostId;
 use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
-use rota_core::time::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -130,20 +128,14 @@ fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
     }
 }
 
-/// Wall-clock time now.
-pub(crate) fn wall_now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(Timestamp::EPOCH, |d| {
-            Timestamp::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        })
-}
+pub(crate) use crate::io::clock::system_wall_now as wall_now;
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use rota_core::job::{Concurrency, DockerSpec, ExecutorSpec, JobName, PullPolicy};
+    use rota_core::time::Timestamp;
 
     use super::*;
 

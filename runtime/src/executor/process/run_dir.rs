@@ -12,7 +12,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rota_core::host::HostId;
 use rota_core::run::{Reason, RunId, RunSpec};
@@ -129,14 +128,7 @@ pub(super) fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Resu
     }
 }
 
-/// Wall-clock time now.
-pub(super) fn wall_now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(Timestamp::EPOCH, |d| {
-            Timestamp::from_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        })
-}
+pub(super) use crate::io::clock::system_wall_now as wall_now;
 
 #[cfg(test)]
 mod tests {
