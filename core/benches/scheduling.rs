@@ -322,7 +322,10 @@ impl Replica {
                     job,
                     scheduled_at: at,
                     attempt: 1,
-                    trigger: Trigger::Schedule,
+                    // Manual: a scheduled declaration must name the job's next fire,
+                    // which a made-up second is not. The schedule check's own cost is
+                    // in `leader_1000_due/apply`.
+                    trigger: Trigger::Manual { force: true },
                     host: Some(ME),
                     term: TERM,
                     at,

@@ -277,7 +277,7 @@ fn memory() {
                         0 => format!("{} {} 1 1 *", i % 60, i % 24),
                         1 => "@yearly".to_owned(),
                         2 => "@manually".to_owned(),
-                        _ => format!("0 {} {} 6 *", i % 60, i % 24),
+                        _ => format!("{} {} {} 6 *", i % 60, i % 24, 1 + i % 28),
                     };
                     let job = process_job(&format!("job-{i}"), &schedule, "echo hello", "");
                     let status = api.follow("POST", "/v1/jobs", Some(&job)).unwrap().status;

@@ -230,8 +230,8 @@ impl Log {
     }
 
     /// Gives every job a full history (`runs_kept_per_job_max` succeeded runs), as after
-    /// a long time of service. The runs are of made-up fire times a few milliseconds
-    /// after the job's creation, so the job's next real fire is unchanged.
+    /// a long time of service. The runs are manual ones a few milliseconds after the
+    /// job's creation, so the job's next scheduled fire is unchanged.
     pub fn fill_history(&mut self) {
         let kept = self.state.settings().runs_kept_per_job_max;
         let jobs: Vec<(JobName, Timestamp)> = self
@@ -246,7 +246,7 @@ impl Log {
                     job: name.clone(),
                     scheduled_at: at,
                     attempt: 1,
-                    trigger: Trigger::Schedule,
+                    trigger: Trigger::Manual { force: true },
                     host: Some(ME),
                     term: HISTORY_TERM,
                     at,
