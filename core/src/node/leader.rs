@@ -850,6 +850,32 @@ impl Leader {
 
     // ----- reports -----
 
+    /// Tells a host that the cluster holds `id` ended (or holds it no more): the host
+    /// may forget it, and must stop it if its report says it is still going.
+    fn release(&self, ctx: &mut Ctx<'_>, from: HostId, id: RunId, status: &ReportStatus) {
+        if matches!(
+            status,
+            ReportStatus::Started { .. } | ReportStatus::Starting
+        ) {
+            ctx.send(
+                from,
+                Message::Stop {
+                    term: self.term,
+                    run: id,
+                    reason: Reason::Stopped,
+                },
+            );
+        }
+        ctx.send(
+            from,
+            Message::Ack {
+                term: self.term,
+                run: id,
+                finished: true,
+            },
+        );
+    }
+
     pub(super) fn on_report(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -864,27 +890,7 @@ impl Leader {
         let Some(run) = ctx.state.run(id) else {
             // A run the state no longer holds (its job was deleted, or it aged out):
             // let the host forget it, and stop it if it is still going.
-            if matches!(
-                status,
-                ReportStatus::Started { .. } | ReportStatus::Starting
-            ) {
-                ctx.send(
-                    from,
-                    Message::Stop {
-                        term: self.term,
-                        run: id,
-                        reason: Reason::Stopped,
-                    },
-                );
-            }
-            ctx.send(
-                from,
-                Message::Ack {
-                    term: self.term,
-                    run: id,
-                    finished: true,
-                },
-            );
+            self.release(ctx, from, id, &status);
             return;
         };
         if run.host != Some(from) || self.proposing.contains(&id) {
@@ -895,27 +901,7 @@ impl Leader {
                 // Ended here already: the host may forget it. If the host says it is
                 // still going (a run found after a long outage, already recorded lost),
                 // it must stop: the cluster has moved on, and its retry may be running.
-                if matches!(
-                    status,
-                    ReportStatus::Started { .. } | ReportStatus::Starting
-                ) {
-                    ctx.send(
-                        from,
-                        Message::Stop {
-                            term: self.term,
-                            run: id,
-                            reason: Reason::Stopped,
-                        },
-                    );
-                }
-                ctx.send(
-                    from,
-                    Message::Ack {
-                        term: self.term,
-                        run: id,
-                        finished: true,
-                    },
-                );
+                self.release(ctx, from, id, &status);
             }
             (RunState::Declared, ReportStatus::Started { at }) => {
                 self.proposing.insert(id);
