@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -69,10 +70,14 @@ impl PeerClient {
             .await
         {
             Ok(response) => Ok(response),
-            Err(e @ (RpcError::Io { .. } | RpcError::Timeout { .. })) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            // Only a peer that cannot be reached at all is `Unreachable`: openraft then
+            // stops replicating to it for a backoff. A slow answer is a plain network
+            // error, retried on the next heartbeat; backing off after one would starve a
+            // busy but healthy follower of heartbeats and make it call an election.
+            Err(e @ RpcError::Io { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ (RpcError::Timeout { .. } | RpcError::Protocol { .. })) => {
+                Err(RPCError::Network(NetworkError::new(&e)))
             }
-            Err(e @ RpcError::Protocol { .. }) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
 
@@ -89,6 +94,18 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// After a peer was unreachable: try again soon, then less and less often, at most
+    /// every half second (openraft's constant default), so that a peer whose connection
+    /// broke once is not cut off from heartbeats for longer than an election timeout.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            [50, 100, 200, 400]
+                .into_iter()
+                .chain(std::iter::repeat(500))
+                .map(Duration::from_millis),
+        )
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
