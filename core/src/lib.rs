@@ -19,3 +19,8 @@ pub mod time;
 
 #[cfg(test)]
 mod testkit;
+
+/// Hashing with fixed keys, for maps that are looked up by name on every command: one
+/// hash instead of a string comparison per level of a tree, and a replay of the same
+/// inputs iterates them in the same order (a random seed would not).
+pub(crate) type FixedHash = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;

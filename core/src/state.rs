@@ -22,6 +22,8 @@ use crate::job::{Concurrency, JobLimits, JobName, JobSpec};
 use crate::run::{Reason, Run, RunId, RunState, Trigger, bounded_detail};
 use crate::time::Timestamp;
 
+use table::JobTable;
+
 /// Cluster-wide bounds on the replicated state, themselves replicated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -95,7 +97,7 @@ impl JobRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     settings: Settings,
-    jobs: BTreeMap<JobName, JobRecord>,
+    jobs: JobTable,
     runs: BTreeMap<RunId, Run>,
     /// The runs declared or running, cluster-wide (an index over `runs`).
     active: BTreeSet<RunId>,
@@ -103,6 +105,34 @@ pub struct State {
     term: u64,
     leader: Option<HostId>,
     applied_index: u64,
+}
+
+/// Owes a retry to a failed attempt when the job's policy allows one.
+fn owe_retry(
+    record: &mut JobRecord,
+    scheduled_at: Timestamp,
+    attempt: u32,
+    reason: Reason,
+    at: Timestamp,
+) {
+    if !reason.is_retryable() || attempt > record.spec.retries {
+        return;
+    }
+    record.retries.push(PendingRetry {
+        scheduled_at,
+        attempt: attempt + 1,
+        not_before: at + record.spec.retry_delay(attempt),
+    });
+}
+
+/// Drops a job's oldest ended runs beyond the bound.
+fn trim(record: &mut JobRecord, runs: &mut BTreeMap<RunId, Run>, settings: &Settings) {
+    let kept = settings.runs_kept_per_job_max.max(1) as usize;
+    while record.history.len() > kept {
+        if let Some(old) = record.history.pop_front() {
+            runs.remove(&old);
+        }
+    }
 }
 
 /// A broken invariant: the state is corrupt.
@@ -219,9 +249,8 @@ impl State {
             Command::SetSettings(settings) => {
                 self.settings = settings.clone();
                 // A lower bound on history applies at once, oldest first.
-                let names: Vec<JobName> = self.jobs.keys().cloned().collect();
-                for name in names {
-                    self.trim_history(&name);
+                for record in self.jobs.values_mut() {
+                    trim(record, &mut self.runs, &self.settings);
                 }
                 Ok(Outcome::Done)
             }
@@ -415,7 +444,8 @@ impl State {
             run.reason = Some(Reason::ConcurrencyForbid);
             run.detail = Some(format!("run {active} was still active"));
             self.runs.insert(id, run);
-            self.push_history(&d.job, id);
+            job.history.push_back(id);
+            trim(job, &mut self.runs, &self.settings);
             return Ok(Outcome::Recorded {
                 run: id,
                 state: RunState::Skipped,
@@ -429,8 +459,9 @@ impl State {
             run.detail =
                 Some("no host had the free resources, tags and executor the job needs".into());
             self.runs.insert(id, run);
-            self.after_failure(&d.job, d.scheduled_at, d.attempt, Reason::NoCapacity, d.at);
-            self.push_history(&d.job, id);
+            owe_retry(job, d.scheduled_at, d.attempt, Reason::NoCapacity, d.at);
+            job.history.push_back(id);
+            trim(job, &mut self.runs, &self.settings);
             return Ok(Outcome::Recorded {
                 run: id,
                 state: RunState::Failed,
@@ -514,38 +545,17 @@ impl State {
         run.exit_code = f.exit_code;
         run.reason = reason;
         run.detail = f.detail.as_deref().map(bounded_detail);
-        let (job, scheduled_at, attempt) = (run.job.clone(), run.scheduled_at, run.attempt);
-        if let Some(record) = self.jobs.get_mut(&job) {
-            record.active.retain(|id| *id != f.run);
-        }
+        let (scheduled_at, attempt) = (run.scheduled_at, run.attempt);
         self.active.remove(&f.run);
-        if let Some(reason) = reason {
-            self.after_failure(&job, scheduled_at, attempt, reason, f.finished_at);
+        if let Some(record) = self.jobs.get_mut(&run.job) {
+            record.active.retain(|id| *id != f.run);
+            if let Some(reason) = reason {
+                owe_retry(record, scheduled_at, attempt, reason, f.finished_at);
+            }
+            record.history.push_back(f.run);
+            trim(record, &mut self.runs, &self.settings);
         }
-        self.push_history(&job, f.run);
         Ok(Outcome::Done)
-    }
-
-    /// Owes a retry to a failed attempt when the job's policy allows one.
-    fn after_failure(
-        &mut self,
-        job: &JobName,
-        scheduled_at: Timestamp,
-        attempt: u32,
-        reason: Reason,
-        at: Timestamp,
-    ) {
-        let Some(record) = self.jobs.get_mut(job) else {
-            return;
-        };
-        if !reason.is_retryable() || attempt > record.spec.retries {
-            return;
-        }
-        record.retries.push(PendingRetry {
-            scheduled_at,
-            attempt: attempt + 1,
-            not_before: at + record.spec.retry_delay(attempt),
-        });
     }
 
     fn record_missed(
@@ -620,19 +630,7 @@ impl State {
     fn push_history(&mut self, job: &JobName, id: RunId) {
         if let Some(record) = self.jobs.get_mut(job) {
             record.history.push_back(id);
-        }
-        self.trim_history(job);
-    }
-
-    fn trim_history(&mut self, job: &JobName) {
-        let Some(record) = self.jobs.get_mut(job) else {
-            return;
-        };
-        let kept = self.settings.runs_kept_per_job_max.max(1) as usize;
-        while record.history.len() > kept {
-            if let Some(old) = record.history.pop_front() {
-                self.runs.remove(&old);
-            }
+            trim(record, &mut self.runs, &self.settings);
         }
     }
 
@@ -641,7 +639,10 @@ impl State {
         let fail = |what: String| Err(InvariantViolation(what));
         let mut seen = 0usize;
         let mut scheduled_keys = std::collections::BTreeSet::new();
-        for (name, job) in &self.jobs {
+        if !self.jobs.is_consistent() {
+            return fail("the index of job names disagrees with the jobs".into());
+        }
+        for (name, job) in self.jobs.iter() {
             if &job.spec.name != name {
                 return fail(format!("job {name} is stored as {}", job.spec.name));
             }
@@ -730,8 +731,8 @@ impl State {
         }
         let active: BTreeSet<RunId> = self
             .jobs
-            .values()
-            .flat_map(|j| j.active.iter().copied())
+            .iter()
+            .flat_map(|(_, j)| j.active.iter().copied())
             .collect();
         if active != self.active {
             return fail("the index of active runs disagrees with the jobs".into());
@@ -753,5 +754,6 @@ impl fmt::Display for State {
     }
 }
 
+mod table;
 #[cfg(test)]
 mod tests;

@@ -14,9 +14,10 @@
 //! hosts about running ones, and only then plans fires, the missed ones first.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
+use crate::FixedHash;
 use crate::command::{Command, Declare, Finish, Outcome};
 use crate::host::HostId;
 use crate::job::{Concurrency, JobName, JobSpec, MissedPolicy, Request};
@@ -187,14 +188,17 @@ pub(super) struct Leader {
     ready_wall: Timestamp,
     ready_mono: Mono,
     start_retry_at: Mono,
-    due: BinaryHeap<Reverse<(Timestamp, JobName)>>,
-    plans: BTreeMap<JobName, Plan>,
+    /// Jobs by due time; the sequence number orders jobs due at the same instant by
+    /// when they were queued, without comparing their names.
+    due: BinaryHeap<Reverse<(Timestamp, u64, JobName)>>,
+    due_seq: u64,
+    plans: HashMap<JobName, Plan, FixedHash>,
     dispatches: BTreeMap<RunId, Dispatch>,
     /// The dispatches that wait for the runs they replace to end.
     waiting: BTreeSet<RunId>,
     /// Runs with a start or end proposed and not applied.
     proposing: BTreeSet<RunId>,
-    placed_plans: BTreeMap<PlanKey, Placed>,
+    placed_plans: HashMap<PlanKey, Placed, FixedHash>,
     placed_runs: BTreeMap<RunId, Placed>,
     loads: BTreeMap<HostId, Pending>,
     hosts: BTreeMap<HostId, HostTrack>,
@@ -215,11 +219,12 @@ impl Leader {
             ready_mono: now.mono,
             start_retry_at: now.mono + Duration::from_secs(2),
             due: BinaryHeap::new(),
-            plans: BTreeMap::new(),
+            due_seq: 0,
+            plans: HashMap::default(),
             dispatches: BTreeMap::new(),
             waiting: BTreeSet::new(),
             proposing: BTreeSet::new(),
-            placed_plans: BTreeMap::new(),
+            placed_plans: HashMap::default(),
             placed_runs: BTreeMap::new(),
             loads: BTreeMap::new(),
             hosts: BTreeMap::new(),
@@ -253,7 +258,7 @@ impl Leader {
             return Some(self.start_retry_at);
         }
         let mut next = self.next_housekeeping.min(self.next_heartbeat);
-        if let Some(Reverse((at, _))) = self.due.peek() {
+        if let Some(Reverse((at, _, _))) = self.due.peek() {
             let at = if *at <= now.wall {
                 now.mono
             } else {
@@ -315,9 +320,14 @@ impl Leader {
         if let Some(at) = plan.next
             && queued != Some(at)
         {
-            self.due.push(Reverse((at, name.clone())));
+            self.queue(at, name);
         }
         self.plans.insert(name.clone(), plan);
+    }
+
+    fn queue(&mut self, at: Timestamp, name: &JobName) {
+        self.due_seq += 1;
+        self.due.push(Reverse((at, self.due_seq, name.clone())));
     }
 
     /// Plans every job due by now, within the tick's step budget.
@@ -325,13 +335,13 @@ impl Leader {
         let mut steps = 0usize;
         let budget = ctx.config.limits.plan_steps_per_tick_max.max(1);
         while steps < budget {
-            let Some(Reverse((at, _))) = self.due.peek() else {
+            let Some(Reverse((at, _, _))) = self.due.peek() else {
                 break;
             };
             if *at > ctx.now.wall {
                 break;
             }
-            let Some(Reverse((at, name))) = self.due.pop() else {
+            let Some(Reverse((at, _, name))) = self.due.pop() else {
                 break;
             };
             // The queue keeps stale entries for jobs replanned since; skip them.
@@ -464,7 +474,7 @@ impl Leader {
             Some(now.wall)
         };
         if let Some(at) = plan.next {
-            self.due.push(Reverse((at, name.clone())));
+            self.queue(at, name);
         }
         self.plans.insert(name.clone(), plan);
         steps

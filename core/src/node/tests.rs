@@ -282,8 +282,10 @@ fn due_fires_are_declared_on_time_and_dispatched_once() {
             ("a".to_string(), ts("2026-01-01T00:00:10Z")),
             ("b".to_string(), ts("2026-01-01T00:00:15Z")),
             ("a".to_string(), ts("2026-01-01T00:00:20Z")),
-            ("a".to_string(), ts("2026-01-01T00:00:30Z")),
+            // Jobs due at the same instant go in the order they were queued: `b` was
+            // queued for 00:30 at 00:15, `a` at 00:20.
             ("b".to_string(), ts("2026-01-01T00:00:30Z")),
+            ("a".to_string(), ts("2026-01-01T00:00:30Z")),
         ]
     );
     assert!(
