@@ -188,8 +188,15 @@ fn throughput() {
         std::thread::sleep(Duration::from_secs(3));
         let mut lateness = Vec::new();
         let (mut succeeded, mut failed) = (0usize, 0usize);
+        let mut unread = 0usize;
         for i in 0..rate {
             let runs = api.get(&format!("/v1/jobs/j{i}/runs?limit=1000"));
+            if runs.status != 200 {
+                unread += 1;
+                if unread == 1 {
+                    eprintln!("runs of j{i}: {} {}", runs.status, runs.body);
+                }
+            }
             for run in runs.body.as_array().into_iter().flatten() {
                 let scheduled = parse_rfc3339(run["scheduled_at"].as_str().unwrap_or(""));
                 if scheduled < from || scheduled >= to {
@@ -212,6 +219,9 @@ fn throughput() {
                 .unwrap_or(f64::NAN)
                 * 1000.0
         };
+        if unread > 0 {
+            eprintln!("the runs of {unread} of {rate} jobs could not be read");
+        }
         println!(
             "| {rate} | {:.0} | {succeeded} | {failed} | {:.0} ms | {:.0} ms | {:.0} ms |",
             lateness.len() as f64 / (to - from),
