@@ -125,6 +125,17 @@ fn owe_retry(
     });
 }
 
+/// Appends an ended run to a job's history, dropping the oldest beyond the bound.
+fn push_ended(
+    record: &mut JobRecord,
+    id: RunId,
+    runs: &mut BTreeMap<RunId, Run>,
+    settings: &Settings,
+) {
+    record.history.push_back(id);
+    trim(record, runs, settings);
+}
+
 /// Drops a job's oldest ended runs beyond the bound.
 fn trim(record: &mut JobRecord, runs: &mut BTreeMap<RunId, Run>, settings: &Settings) {
     let kept = settings.runs_kept_per_job_max.max(1) as usize;
@@ -444,8 +455,7 @@ impl State {
             run.reason = Some(Reason::ConcurrencyForbid);
             run.detail = Some(format!("run {active} was still active"));
             self.runs.insert(id, run);
-            job.history.push_back(id);
-            trim(job, &mut self.runs, &self.settings);
+            push_ended(job, id, &mut self.runs, &self.settings);
             return Ok(Outcome::Recorded {
                 run: id,
                 state: RunState::Skipped,
@@ -460,8 +470,7 @@ impl State {
                 Some("no host had the free resources, tags and executor the job needs".into());
             self.runs.insert(id, run);
             owe_retry(job, d.scheduled_at, d.attempt, Reason::NoCapacity, d.at);
-            job.history.push_back(id);
-            trim(job, &mut self.runs, &self.settings);
+            push_ended(job, id, &mut self.runs, &self.settings);
             return Ok(Outcome::Recorded {
                 run: id,
                 state: RunState::Failed,
@@ -552,8 +561,7 @@ impl State {
             if let Some(reason) = reason {
                 owe_retry(record, scheduled_at, attempt, reason, f.finished_at);
             }
-            record.history.push_back(f.run);
-            trim(record, &mut self.runs, &self.settings);
+            push_ended(record, f.run, &mut self.runs, &self.settings);
         }
         Ok(Outcome::Done)
     }
@@ -629,8 +637,7 @@ impl State {
     /// Appends an ended run to its job's history, dropping the oldest beyond the bound.
     fn push_history(&mut self, job: &JobName, id: RunId) {
         if let Some(record) = self.jobs.get_mut(job) {
-            record.history.push_back(id);
-            trim(record, &mut self.runs, &self.settings);
+            push_ended(record, id, &mut self.runs, &self.settings);
         }
     }
 

@@ -42,6 +42,17 @@ impl JobTable {
         self.records.remove(name)
     }
 
+    /// The records, in no particular order.
+    pub(super) fn values_mut(&mut self) -> hash_map::ValuesMut<'_, JobName, JobRecord> {
+        self.records.values_mut()
+    }
+
+    /// Whether the name index and the records hold the same names.
+    pub(super) fn is_consistent(&self) -> bool {
+        self.names.len() == self.records.len()
+            && self.names.iter().all(|n| self.records.contains_key(n))
+    }
+
     /// Every job, in name order.
     pub(super) fn iter(&self) -> Iter<'_> {
         Iter {
@@ -80,19 +91,6 @@ impl<'a> Iterator for Iter<'a> {
 
 /// Exact because the index and the records hold the same names.
 impl ExactSizeIterator for Iter<'_> {}
-
-impl JobTable {
-    /// Whether the name index and the records hold the same names.
-    pub(super) fn is_consistent(&self) -> bool {
-        self.names.len() == self.records.len()
-            && self.names.iter().all(|n| self.records.contains_key(n))
-    }
-
-    /// The records, in no particular order.
-    pub(super) fn values_mut(&mut self) -> hash_map::ValuesMut<'_, JobName, JobRecord> {
-        self.records.values_mut()
-    }
-}
 
 impl Serialize for JobTable {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
