@@ -33,6 +33,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A supervisor starts with every run: spare it building the whole command line's
+    // parser.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(sub), Some(dir), None) = (args.next(), args.next(), args.next())
+        && sub == runtime::executor::process::SUPERVISE_SUBCOMMAND
+    {
+        return runtime::executor::process::supervise_main(std::path::Path::new(&dir));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Supervise { dir } => runtime::executor::process::supervise_main(&dir),

@@ -424,23 +424,76 @@ async fn old_run_directories_are_removed_beyond_the_bound() {
     executor.recover().await;
     // Each ended run prunes in the background too, so the bound may be reached a moment
     // after `recover` returns; it is never passed below.
+    until_run_dirs(dir.path(), &["22", "23"]).await;
+}
+
+/// The run directories in `dir`, sorted.
+fn run_dirs(dir: &Path) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    left
+}
+
+/// Waits until exactly `want` run directories are left in `dir`.
+async fn until_run_dirs(dir: &Path, want: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert!(left.len() >= 2, "pruned below the bound: {left:?}");
-        if left == ["22", "23"] {
-            break;
+        let left = run_dirs(dir);
+        assert!(left.len() >= want.len(), "pruned below the bound: {left:?}");
+        if left == want {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "still {left:?} after 10 s"
+            "still {left:?} after 10 s, want {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn directories_found_at_recovery_and_new_ones_count_towards_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let roomy = ProcessExecutor::new(
+        ProcessConfig {
+            runs_kept_max: 10,
+            ..config(dir.path())
+        },
+        HOST,
+        tx,
+    )
+    .unwrap();
+    for id in 40..44 {
+        roomy.start(spec(id, &["true"], &[]));
+        started_then_exited(&mut events, RunId(id)).await;
+    }
+    drop(roomy);
+    assert_eq!(run_dirs(dir.path()), ["40", "41", "42", "43"]);
+
+    // A later daemon with a smaller bound: what it finds counts, and so does each run
+    // it starts, without another listing.
+    let (tx, mut events) = unbounded_channel();
+    let tight = ProcessExecutor::new(
+        ProcessConfig {
+            runs_kept_max: 3,
+            ..config(dir.path())
+        },
+        HOST,
+        tx,
+    )
+    .unwrap();
+    let found = tight.recover().await;
+    assert_eq!(found.len(), 4, "every ended run is reported again: {found:?}");
+    until_run_dirs(dir.path(), &["41", "42", "43"]).await;
+    for id in 44..46 {
+        tight.start(spec(id, &["true"], &[]));
+        started_then_exited(&mut events, RunId(id)).await;
+    }
+    until_run_dirs(dir.path(), &["43", "44", "45"]).await;
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rota_tests::{Agent, AgentOptions, Cluster, process_job, wait_until};
+use rota_tests::{Agent, AgentOptions, Cluster, process_job, process_job_argv, wait_until};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -162,10 +162,10 @@ fn throughput() {
                 let created = Arc::clone(&created);
                 scope.spawn(move || {
                     for i in (worker..rate).step_by(8) {
-                        let job = process_job(
+                        let job = process_job_argv(
                             &format!("j{i}"),
                             "* * * * * *",
-                            "true",
+                            &["true"],
                             r#", "starting_deadline_s": 5"#,
                         );
                         let status = api.follow("POST", "/v1/jobs", Some(&job)).unwrap().status;

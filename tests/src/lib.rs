@@ -471,9 +471,14 @@ impl Cluster {
     }
 }
 
-/// A process job's JSON.
+/// A process job's JSON, running `script` with `sh -c`.
 pub fn process_job(name: &str, schedule: &str, script: &str, extra: &str) -> String {
-    let command = serde_json::to_string(&["sh", "-c", script]).expect("json");
+    process_job_argv(name, schedule, &["sh", "-c", script], extra)
+}
+
+/// A process job's JSON, running `command` (program and arguments) as it is.
+pub fn process_job_argv(name: &str, schedule: &str, command: &[&str], extra: &str) -> String {
+    let command = serde_json::to_string(command).expect("json");
     format!(
         r#"{{"name": "{name}", "schedule": "{schedule}", "executor": {{"process": {{"command": {command}}}}}{extra}}}"#
     )

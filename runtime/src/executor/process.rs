@@ -26,7 +26,7 @@ mod run_dir;
 mod supervisor;
 mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -39,7 +39,7 @@ use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
 use tokio::sync::{Notify, watch as signal};
 
-use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_json};
+use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_json_unsynced};
 use self::watch::{Announce, Supervisor};
 use super::{Events, Executor};
 use crate::io::BoxFuture;
@@ -104,6 +104,11 @@ struct Shared {
     events: Events,
     /// The runs being watched by this daemon.
     runs: Mutex<BTreeMap<RunId, Arc<RunHandle>>>,
+    /// This executor's run directories, oldest first: listed once at recovery, then
+    /// added at each launch, so that removing the oldest needs no listing of them all.
+    dirs: Mutex<BTreeSet<RunId>>,
+    /// Held while old run directories are removed, one removal at a time.
+    pruning: Mutex<()>,
     /// Where watch tasks run.
     tokio: tokio::runtime::Handle,
     /// Closed when the executor is dropped.
@@ -166,6 +171,8 @@ impl ProcessExecutor {
                 host,
                 events,
                 runs: Mutex::new(BTreeMap::new()),
+                dirs: Mutex::new(BTreeSet::new()),
+                pruning: Mutex::new(()),
                 tokio,
                 alive: alive_rx,
             }),
@@ -222,6 +229,12 @@ impl Shared {
         self.runs().remove(&run);
     }
 
+    fn dirs(&self) -> MutexGuard<'_, BTreeSet<RunId>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Spawns the task that watches `run` to its end.
     fn spawn_watch(
         self: &Arc<Self>,
@@ -245,8 +258,11 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
     // Creating the directory is what makes a start happen once: a second start of the
     // run, in this daemon or a later one, finds it.
     match fs::create_dir(&dir) {
-        Ok(()) => {}
+        Ok(()) => {
+            shared.dirs().insert(run);
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            shared.dirs().insert(run);
             recovery::resume(shared, run, handle);
             return;
         }
@@ -264,7 +280,10 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
         output_bytes_max: shared.config.output_bytes_max,
         spec,
     };
-    if let Err(e) = write_json(&dir, SPEC_FILE, &order) {
+    // Not synced to disk: the supervisor reads it from the page cache, and after a
+    // crash of the machine, which ends the supervisor too, a lost spec only means a run
+    // that never started (its start, recorded in `status.json`, is synced).
+    if let Err(e) = write_json_unsynced(&dir, SPEC_FILE, &order) {
         shared.unregister(run);
         shared.launch_failed(
             run,

@@ -48,7 +48,9 @@ fn read_spec(dir: &Path) -> Option<SpecFile> {
 /// removes old run directories.
 pub(super) fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
     let mut events = Vec::new();
-    for run in run_ids(&shared.config.runs_dir) {
+    let found = run_ids(&shared.config.runs_dir);
+    shared.dirs().extend(found.iter().copied());
+    for run in found {
         // A run this daemon already watches reports for itself.
         let Some(handle) = shared.register(run) else {
             continue;
@@ -162,15 +164,23 @@ fn run_ids(runs_dir: &Path) -> Vec<RunId> {
 }
 
 /// Removes the oldest run directories beyond `runs_kept_max`, only of runs that have
-/// ended (or whose supervisor is gone) and that no watch follows.
+/// ended (or whose supervisor is gone) and that no watch follows. It goes by the
+/// executor's own record of its directories, not by listing them, so that the end of
+/// each run costs a look at the oldest few only.
 pub(super) fn prune(shared: &Shared) {
-    let runs = run_ids(&shared.config.runs_dir);
-    let mut excess = runs.len().saturating_sub(shared.config.runs_kept_max);
-    if excess == 0 {
-        return;
-    }
+    let _one_at_a_time = shared
+        .pruning
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let watched: BTreeSet<RunId> = shared.runs().keys().copied().collect();
-    for run in runs {
+    let (mut excess, oldest) = {
+        let dirs = shared.dirs();
+        let excess = dirs.len().saturating_sub(shared.config.runs_kept_max);
+        // Watched runs are skipped, so look at that many more.
+        let oldest: Vec<RunId> = dirs.iter().copied().take(excess + watched.len()).collect();
+        (excess, oldest)
+    };
+    for run in oldest {
         if excess == 0 {
             break;
         }
@@ -190,14 +200,18 @@ pub(super) fn prune(shared: &Shared) {
         match fs::remove_dir_all(&dir) {
             Ok(()) => {
                 tracing::debug!(%run, "process executor: removed an old run directory");
-                excess -= 1;
             }
-            // Removed by a prune running at the same time.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => excess -= 1,
-            Err(e) => tracing::warn!(
-                "process executor: cannot remove the old run directory {}: {e}",
-                dir.display()
-            ),
+            // Removed by something else.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(
+                    "process executor: cannot remove the old run directory {}: {e}",
+                    dir.display()
+                );
+                continue;
+            }
         }
+        shared.dirs().remove(&run);
+        excess -= 1;
     }
 }

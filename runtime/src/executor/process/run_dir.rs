@@ -114,6 +114,17 @@ pub(super) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io:
     FsDisk.write_atomic(&dir.join(name), &bytes)
 }
 
+/// Writes `dir/name` as JSON, without syncing it to disk: for a file that nothing
+/// reads before it is whole, and whose loss in a crash of the machine is harmless.
+pub(super) fn write_json_unsynced<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    std::fs::write(dir.join(name), bytes)
+}
+
 /// Reads `dir/name` as JSON; none if the file does not exist.
 pub(super) fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>> {
     let path = dir.join(name);
