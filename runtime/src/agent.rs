@@ -124,6 +124,10 @@ pub async fn start(
         };
         let process = ProcessExecutor::new(process_config, host, events.clone())
             .context("starting the process executor")?;
+        tracing::info!(
+            supervisor = ?process.config().supervisor,
+            "process executor ready"
+        );
         let (docker, no_docker) = match docker {
             Ok(engine) => {
                 let executor = DockerExecutor::new(docker_config, engine, host, events.clone())

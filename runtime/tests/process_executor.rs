@@ -12,7 +12,7 @@ use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
 use rota_core::time::Timestamp;
 use runtime::executor::Executor;
-use runtime::executor::process::{ProcessConfig, ProcessExecutor};
+use runtime::executor::process::{ProcessConfig, ProcessExecutor, default_supervisor};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// How long any one event may take to come.
@@ -29,6 +29,14 @@ fn config(runs_dir: &Path) -> ProcessConfig {
         poll_interval_ms: 20,
         stop_grace_ms: 5_000,
         ..ProcessConfig::new(runs_dir.to_path_buf())
+    }
+}
+
+/// The same, with the supervisor's own binary instead of `rota __supervise`.
+fn own_supervisor_config(runs_dir: &Path) -> ProcessConfig {
+    ProcessConfig {
+        supervisor: vec![OsString::from(env!("CARGO_BIN_EXE_rota-supervisor"))],
+        ..config(runs_dir)
     }
 }
 
@@ -277,6 +285,31 @@ fn held(release: &Path, code: i32) -> String {
     )
 }
 
+#[tokio::test]
+async fn the_supervisor_binary_runs_a_job_as_the_subcommand_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(own_supervisor_config(dir.path()), HOST, tx).unwrap();
+    executor.start(spec(50, &sh("echo run $ROTA_RUN_ID; exit 3"), &[]));
+    let (exit_code, reason, _) = started_then_exited(&mut events, RunId(50)).await;
+    assert_eq!((exit_code, reason), (Some(3), None));
+    assert_eq!(output(&executor, RunId(50)), "run 50\n");
+}
+
+#[test]
+fn the_supervisor_binary_is_preferred_where_it_is_installed() {
+    let bin = tempfile::tempdir().unwrap();
+    let rota = bin.path().join("rota");
+    std::fs::write(&rota, "").unwrap();
+    assert_eq!(
+        default_supervisor(&rota),
+        [rota.clone().into_os_string(), OsString::from("__supervise")]
+    );
+    let own = bin.path().join("rota-supervisor");
+    std::fs::write(&own, "").unwrap();
+    assert_eq!(default_supervisor(&rota), [own.into_os_string()]);
+}
+
 #[test]
 fn runs_survive_a_restart_of_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,11 +349,12 @@ fn runs_survive_a_restart_of_the_daemon() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    // The next daemon finds both.
+    // The next daemon finds both, though it starts supervisors the other way
+    // (`rota-supervisor <dir>` rather than `rota __supervise <dir>`).
     let tokio = tokio::runtime::Runtime::new().unwrap();
     tokio.block_on(async {
         let (tx, mut events) = unbounded_channel();
-        let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+        let executor = ProcessExecutor::new(own_supervisor_config(dir.path()), HOST, tx).unwrap();
         let recovered = executor.recover().await;
         assert_eq!(recovered.len(), 2, "{recovered:?}");
         assert!(
@@ -487,7 +521,11 @@ async fn directories_found_at_recovery_and_new_ones_count_towards_the_bound() {
     )
     .unwrap();
     let found = tight.recover().await;
-    assert_eq!(found.len(), 4, "every ended run is reported again: {found:?}");
+    assert_eq!(
+        found.len(),
+        4,
+        "every ended run is reported again: {found:?}"
+    );
     until_run_dirs(dir.path(), &["41", "42", "43"]).await;
     for id in 44..46 {
         tight.start(spec(id, &["true"], &[]));

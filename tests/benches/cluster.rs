@@ -10,6 +10,7 @@
 //! `ROTA_BENCH_TRIES`, `ROTA_BENCH_RATES` (comma-separated runs/s), `ROTA_BENCH_SECONDS`
 //! and `ROTA_BENCH_JOBS` change the sizes.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -187,6 +188,9 @@ fn throughput() {
         }
         std::thread::sleep(Duration::from_secs(3));
         let mut lateness = Vec::new();
+        // Of the lateness, the part before the leader declared the run.
+        let mut declaring = Vec::new();
+        let mut why_failed: BTreeMap<String, usize> = BTreeMap::new();
         let (mut succeeded, mut failed) = (0usize, 0usize);
         let mut unread = 0usize;
         for i in 0..rate {
@@ -204,21 +208,33 @@ fn throughput() {
                 }
                 match run["state"].as_str() {
                     Some("succeeded") => succeeded += 1,
-                    _ => failed += 1,
+                    state => {
+                        failed += 1;
+                        let reason = run["reason"].as_str().unwrap_or("no reason");
+                        *why_failed
+                            .entry(format!("{} ({reason})", state.unwrap_or("no state")))
+                            .or_default() += 1;
+                    }
                 }
                 if let Some(started) = run["started_at"].as_str() {
                     lateness.push(parse_rfc3339(started) - scheduled);
                 }
+                if let Some(declared) = run["declared_at"].as_str() {
+                    declaring.push(parse_rfc3339(declared) - scheduled);
+                }
             }
         }
         lateness.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            lateness
-                .get(((lateness.len() as f64 - 1.0) * p) as usize)
+        declaring.sort_by(f64::total_cmp);
+        // The `p` quantile of sorted seconds, in milliseconds.
+        let quantile = |sorted: &[f64], p: f64| {
+            sorted
+                .get(((sorted.len() as f64 - 1.0) * p) as usize)
                 .copied()
                 .unwrap_or(f64::NAN)
                 * 1000.0
         };
+        let pct = |p: f64| quantile(&lateness, p);
         if unread > 0 {
             eprintln!("the runs of {unread} of {rate} jobs could not be read");
         }
@@ -228,6 +244,11 @@ fn throughput() {
             pct(0.5),
             pct(0.99),
             pct(1.0)
+        );
+        eprintln!(
+            "  at {rate} runs/s, scheduled to declared: p50 {:.0} ms, p99 {:.0} ms; not succeeded: {why_failed:?}",
+            quantile(&declaring, 0.5),
+            quantile(&declaring, 0.99),
         );
         drop(cluster);
     }

@@ -33,7 +33,7 @@ fn fresh_ip() -> Ipv4Addr {
     )
 }
 
-/// The `rota` binary, built if it is not there yet.
+/// The `rota` binary (with `rota-supervisor` beside it), built if it is not there yet.
 pub fn rota_binary() -> PathBuf {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut built = BUILT
@@ -52,6 +52,7 @@ pub fn rota_binary() -> PathBuf {
     let binary = profile_dir.join("rota");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "-p", "runtime", "--bin", "rota"])
+        .args(["--bin", "rota-supervisor"])
         .args(if profile_dir.ends_with("release") {
             &["--release"][..]
         } else {

@@ -5,14 +5,16 @@
 //! and the host id, written by the daemon before the supervisor starts), `status.json`
 //! (the supervisor's record of the command's pids, start and end), `output` (the
 //! command's stdout and stderr, interleaved and bounded), `stop.json` (the daemon's stop
-//! request) and `supervisor.log` (the supervisor's own errors). It also gets
-//! a supervisor process, the `rota` binary itself run as `rota __supervise <run dir>`
-//! ([`supervise_main`]). The daemon starts the supervisor in a process group of its own,
-//! so that the daemon's death, even by `kill -9`, does not take the run with it; the
-//! supervisor starts the command (in yet another process group), copies its output to
-//! the run directory and records its start and end in `status.json`. The daemon only
-//! watches that file, and so does a restarted daemon, which adopts the runs it finds
-//! still executing ([`Executor::recover`]).
+//! request) and `supervisor.log` (the supervisor's own errors). It also gets a
+//! supervisor process ([`supervise_main`]): `rota-supervisor <run dir>` where that
+//! binary is installed beside `rota` (`cargo install` installs both), else the `rota`
+//! binary itself run as `rota __supervise <run dir>`, which does the same and takes
+//! about three times as long to start. The daemon starts the supervisor in a process
+//! group of its own, so that the daemon's death, even by `kill -9`, does not take the
+//! run with it; the supervisor starts the command (in yet another process group),
+//! copies its output to the run directory and records its start and end in
+//! `status.json`. The daemon only watches that file, and so does a restarted daemon,
+//! which adopts the runs it finds still executing ([`Executor::recover`]).
 //!
 //! Stopping a run signals the command's process group (`SIGTERM`, then `SIGKILL` after
 //! the grace period), never the supervisor's: the supervisor lives on to record the
@@ -39,7 +41,7 @@ use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
 use tokio::sync::{Notify, watch as signal};
 
-use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_json_unsynced};
+use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_new_json_unsynced};
 use self::watch::{Announce, Supervisor};
 use super::{Events, Executor};
 use crate::io::BoxFuture;
@@ -49,13 +51,16 @@ pub use self::supervisor::{DEFAULT_PATH, supervise_main};
 /// The argument that makes the `rota` binary a supervisor: `rota __supervise <run dir>`.
 pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
 
+/// The supervisor's own binary, looked for beside the daemon's.
+pub const SUPERVISOR_BINARY: &str = "rota-supervisor";
+
 /// How the process executor runs commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessConfig {
     /// The directory holding one directory per run.
     pub runs_dir: PathBuf,
     /// The supervisor's program and leading arguments; the run directory is appended.
-    /// Default: this executable and `__supervise`.
+    /// Default: see [`default_supervisor`].
     pub supervisor: Vec<OsString>,
     /// The most output kept per run, in bytes; the rest is dropped, and a last line
     /// says so. Default 1 MiB.
@@ -73,15 +78,26 @@ pub struct ProcessConfig {
 impl ProcessConfig {
     /// The defaults, with runs kept under `runs_dir`.
     pub fn new(runs_dir: PathBuf) -> Self {
-        let exe = std::env::current_exe().map_or_else(|_| OsString::from("rota"), Into::into);
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rota"));
         ProcessConfig {
             runs_dir,
-            supervisor: vec![exe, SUPERVISE_SUBCOMMAND.into()],
+            supervisor: default_supervisor(&exe),
             output_bytes_max: 1024 * 1024,
             stop_grace_ms: 10_000,
             runs_kept_max: 1000,
             poll_interval_ms: 200,
         }
+    }
+}
+
+/// The supervisor of a daemon whose executable is `exe`: `rota-supervisor` where it is
+/// installed beside `exe` (it starts faster), else `exe __supervise`.
+pub fn default_supervisor(exe: &Path) -> Vec<OsString> {
+    let own = exe.with_file_name(SUPERVISOR_BINARY);
+    if own.is_file() {
+        vec![own.into_os_string()]
+    } else {
+        vec![exe.as_os_str().to_owned(), SUPERVISE_SUBCOMMAND.into()]
     }
 }
 
@@ -283,7 +299,7 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
     // Not synced to disk: the supervisor reads it from the page cache, and after a
     // crash of the machine, which ends the supervisor too, a lost spec only means a run
     // that never started (its start, recorded in `status.json`, is synced).
-    if let Err(e) = write_json_unsynced(&dir, SPEC_FILE, &order) {
+    if let Err(e) = write_new_json_unsynced(&dir, SPEC_FILE, &order) {
         shared.unregister(run);
         shared.launch_failed(
             run,

@@ -22,12 +22,10 @@ enum Found {
     Live(u32, Status),
 }
 
-fn examine(shared: &Shared, run: RunId, dir: &Path) -> Found {
+fn examine(run: RunId, dir: &Path) -> Found {
     match watch::read_status(dir) {
         Some(status) if status.is_final() => Found::Ended(watch::ended(run, dir, &status, None)),
-        Some(status) if watch::supervisor_alive(status.pid, dir, &shared.config) => {
-            Found::Live(status.pid, status)
-        }
+        Some(status) if watch::supervisor_alive(status.pid, dir) => Found::Live(status.pid, status),
         status => Found::Ended(watch::supervisor_died(run, dir, status.as_ref(), None)),
     }
 }
@@ -56,7 +54,7 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
             continue;
         };
         let dir = shared.run_dir(run);
-        match examine(shared, run, &dir) {
+        match examine(run, &dir) {
             Found::Ended(event) => {
                 shared.unregister(run);
                 events.push(event);
@@ -94,7 +92,7 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
 pub(super) fn resume(shared: &Arc<Shared>, run: RunId, handle: Arc<RunHandle>) {
     let dir = shared.run_dir(run);
     tracing::debug!(%run, "process executor: the run was started before; not starting it again");
-    match examine(shared, run, &dir) {
+    match examine(run, &dir) {
         Found::Ended(event) => {
             shared.unregister(run);
             shared.send(event);
@@ -189,9 +187,7 @@ pub(super) fn prune(shared: &Shared) {
         }
         let dir = shared.run_dir(run);
         let ended = match watch::read_status(&dir) {
-            Some(status) => {
-                status.is_final() || !watch::supervisor_alive(status.pid, &dir, &shared.config)
-            }
+            Some(status) => status.is_final() || !watch::supervisor_alive(status.pid, &dir),
             None => true,
         };
         if !ended {

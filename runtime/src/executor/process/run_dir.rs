@@ -114,15 +114,30 @@ pub(super) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io:
     FsDisk.write_atomic(&dir.join(name), &bytes)
 }
 
-/// Writes `dir/name` as JSON, without syncing it to disk: for a file that nothing
-/// reads before it is whole, and whose loss in a crash of the machine is harmless.
-pub(super) fn write_json_unsynced<T: Serialize>(
+/// Writes the new file `dir/name` as JSON, without syncing it to disk: for a file that
+/// nothing reads before it is whole, and whose loss in a crash of the machine is
+/// harmless, because that crash ends the supervisor too.
+pub(super) fn write_new_json_unsynced<T: Serialize>(
     dir: &Path,
     name: &str,
     value: &T,
 ) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     std::fs::write(dir.join(name), bytes)
+}
+
+/// Replaces `dir/name` with `value` as JSON, whole (a reader sees the old file or the
+/// new one), but without syncing it to disk: for a record whose loss in a crash of the
+/// machine is harmless, because that crash ends the supervisor too.
+pub(super) fn replace_json_unsynced<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Reads `dir/name` as JSON; none if the file does not exist.

@@ -1,5 +1,6 @@
-//! The supervisor: a small process, `rota __supervise <run dir>`, that starts one run's
-//! command, copies its output to the run directory and records how it ended.
+//! The supervisor: a small process, `rota-supervisor <run dir>` (or `rota __supervise
+//! <run dir>`), that starts one run's command, copies its output to the run directory
+//! and records how it ended.
 //!
 //! It runs in a process group of its own, so the daemon can die (even by `kill -9`) and
 //! restart while the command keeps running and its end is still recorded. The command
@@ -23,7 +24,8 @@ use std::time::Duration;
 use rota_core::job::ExecutorSpec;
 
 use super::run_dir::{
-    OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, read_json, wall_now, write_json,
+    OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, read_json, replace_json_unsynced,
+    wall_now, write_json,
 };
 use crate::executor::run_env;
 
@@ -37,9 +39,9 @@ const OUTPUT_DRAIN_AFTER_EXIT_MS: u64 = 2_000;
 /// The size of one read from the output pipe.
 const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
 
-/// Supervises the run whose directory is `run_dir` to its end: the body of the hidden
-/// subcommand `rota __supervise <run dir>`, which the daemon's process executor
-/// starts once per run.
+/// Supervises the run whose directory is `run_dir` to its end: the body of the binary
+/// `rota-supervisor <run dir>` and of the hidden subcommand `rota __supervise <run dir>`,
+/// one of which the daemon's process executor starts once per run.
 ///
 /// The command's environment is clean, not the daemon's: `PATH` (the daemon's, or
 /// `/usr/local/bin:/usr/bin:/bin`), `HOME` and `LANG` when the daemon has them, then
@@ -55,7 +57,9 @@ pub fn supervise_main(run_dir: &Path) -> ExitCode {
         ..Status::default()
     };
     // First thing: tell the daemon who we are, so it can tell later whether we live.
-    if let Err(e) = write_json(run_dir, STATUS_FILE, &status) {
+    // Not synced: a crash of the machine ends us too, and a status holding only our pid
+    // says what no status says, that the command never started.
+    if let Err(e) = replace_json_unsynced(run_dir, STATUS_FILE, &status) {
         eprintln!(
             "rota supervisor: cannot write {}: {e}",
             run_dir.join(STATUS_FILE).display()

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::run_dir::{
     STATUS_FILE, STOP_FILE, SUPERVISOR_LOG_FILE, Status, StopFile, read_json, wall_now, write_json,
 };
-use super::{ProcessConfig, RunHandle, Shared};
+use super::{RunHandle, Shared};
 
 /// The longest excerpt of `supervisor.log` quoted in a failure's detail, in bytes.
 const SUPERVISOR_LOG_QUOTED_BYTES_MAX: usize = 300;
@@ -35,7 +35,7 @@ pub(super) enum Supervisor {
 
 impl Supervisor {
     /// How the supervisor ended, if it has.
-    fn gone(&mut self, dir: &Path, config: &ProcessConfig) -> Option<String> {
+    fn gone(&mut self, dir: &Path) -> Option<String> {
         match self {
             Supervisor::Child(child) => match child.try_wait() {
                 Ok(Some(status)) => Some(status.to_string()),
@@ -43,12 +43,10 @@ impl Supervisor {
                 Err(e) => {
                     tracing::warn!("process executor: cannot check on a supervisor: {e}");
                     let pid = child.id()?;
-                    (!supervisor_alive(pid, dir, config)).then(|| "gone".to_owned())
+                    (!supervisor_alive(pid, dir)).then(|| "gone".to_owned())
                 }
             },
-            Supervisor::Found(pid) => {
-                (!supervisor_alive(*pid, dir, config)).then(|| "gone".to_owned())
-            }
+            Supervisor::Found(pid) => (!supervisor_alive(*pid, dir)).then(|| "gone".to_owned()),
         }
     }
 
@@ -109,7 +107,7 @@ pub(super) async fn watch(
         ) {
             escalate(shared, run, &dir, reason, child_pid, &mut stopping);
         }
-        if let Some(how) = supervisor.gone(&dir, &shared.config) {
+        if let Some(how) = supervisor.gone(&dir) {
             // It may have recorded the end just before it exited.
             let status = read_status(&dir);
             if let Some((_, started_at)) = status.as_ref().and_then(Status::started) {
@@ -324,9 +322,8 @@ fn supervisor_log_tail(dir: &Path) -> Option<String> {
 }
 
 /// Whether process `pid` is the live supervisor of the run in `dir`: it exists, and its
-/// command line is the configured supervisor's arguments followed by `dir`, which a
-/// process that reused the pid would not have.
-pub(super) fn supervisor_alive(pid: u32, dir: &Path, config: &ProcessConfig) -> bool {
+/// command line ends with `dir`, which a process that reused the pid would not have.
+pub(super) fn supervisor_alive(pid: u32, dir: &Path) -> bool {
     let raw = match i32::try_from(pid) {
         Ok(raw) if raw > 1 => raw,
         _ => return false,
@@ -343,17 +340,10 @@ pub(super) fn supervisor_alive(pid: u32, dir: &Path, config: &ProcessConfig) -> 
         Err(_) => return false,
     };
     // A zombie's command line is empty, so a supervisor that exited but is not yet
-    // reaped counts as gone.
-    let args: Vec<&[u8]> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .collect();
-    let expected: Vec<&[u8]> = config
-        .supervisor
-        .iter()
-        .skip(1)
-        .map(|a| a.as_bytes())
-        .chain([dir.as_os_str().as_bytes()])
-        .collect();
-    args.len() > expected.len() && args.ends_with(&expected)
+    // reaped counts as gone. A supervisor's last argument is its run directory, whichever
+    // form started it (`rota-supervisor <dir>` or `rota __supervise <dir>`), so that a
+    // daemon restarted with the other form still knows the supervisors of the last.
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    let _program = args.next();
+    args.last() == Some(dir.as_os_str().as_bytes())
 }
