@@ -345,5 +345,5 @@ pub(super) fn supervisor_alive(pid: u32, dir: &Path) -> bool {
     // daemon restarted with the other form still knows the supervisors of the last.
     let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
     let _program = args.next();
-    args.last() == Some(dir.as_os_str().as_bytes())
+    args.next_back() == Some(dir.as_os_str().as_bytes())
 }
