@@ -442,19 +442,33 @@ async fn a_run_whose_supervisor_died_is_reported_host_lost() {
     }
 }
 
+/// An executor keeping at most `kept` run directories in `dir`, and its events.
+fn keeping(dir: &Path, kept: usize) -> (ProcessExecutor, UnboundedReceiver<ExecutorEvent>) {
+    let (tx, events) = unbounded_channel();
+    let config = ProcessConfig {
+        runs_kept_max: kept,
+        ..config(dir)
+    };
+    (ProcessExecutor::new(config, HOST, tx).unwrap(), events)
+}
+
+/// Runs `true` as each of the runs `ids`, one after the other, to its end.
+async fn run_true(
+    executor: &ProcessExecutor,
+    events: &mut UnboundedReceiver<ExecutorEvent>,
+    ids: std::ops::Range<u64>,
+) {
+    for id in ids {
+        executor.start(spec(id, &["true"], &[]));
+        started_then_exited(events, RunId(id)).await;
+    }
+}
+
 #[tokio::test]
 async fn old_run_directories_are_removed_beyond_the_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut events) = unbounded_channel();
-    let config = ProcessConfig {
-        runs_kept_max: 2,
-        ..config(dir.path())
-    };
-    let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
-    for id in 20..24 {
-        executor.start(spec(id, &["true"], &[]));
-        started_then_exited(&mut events, RunId(id)).await;
-    }
+    let (executor, mut events) = keeping(dir.path(), 2);
+    run_true(&executor, &mut events, 20..24).await;
     executor.recover().await;
     // Each ended run prunes in the background too, so the bound may be reached a moment
     // after `recover` returns; it is never passed below.
@@ -491,35 +505,14 @@ async fn until_run_dirs(dir: &Path, want: &[&str]) {
 #[tokio::test]
 async fn directories_found_at_recovery_and_new_ones_count_towards_the_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut events) = unbounded_channel();
-    let roomy = ProcessExecutor::new(
-        ProcessConfig {
-            runs_kept_max: 10,
-            ..config(dir.path())
-        },
-        HOST,
-        tx,
-    )
-    .unwrap();
-    for id in 40..44 {
-        roomy.start(spec(id, &["true"], &[]));
-        started_then_exited(&mut events, RunId(id)).await;
-    }
+    let (roomy, mut events) = keeping(dir.path(), 10);
+    run_true(&roomy, &mut events, 40..44).await;
     drop(roomy);
     assert_eq!(run_dirs(dir.path()), ["40", "41", "42", "43"]);
 
     // A later daemon with a smaller bound: what it finds counts, and so does each run
     // it starts, without another listing.
-    let (tx, mut events) = unbounded_channel();
-    let tight = ProcessExecutor::new(
-        ProcessConfig {
-            runs_kept_max: 3,
-            ..config(dir.path())
-        },
-        HOST,
-        tx,
-    )
-    .unwrap();
+    let (tight, mut events) = keeping(dir.path(), 3);
     let found = tight.recover().await;
     assert_eq!(
         found.len(),
@@ -527,10 +520,7 @@ async fn directories_found_at_recovery_and_new_ones_count_towards_the_bound() {
         "every ended run is reported again: {found:?}"
     );
     until_run_dirs(dir.path(), &["41", "42", "43"]).await;
-    for id in 44..46 {
-        tight.start(spec(id, &["true"], &[]));
-        started_then_exited(&mut events, RunId(id)).await;
-    }
+    run_true(&tight, &mut events, 44..46).await;
     until_run_dirs(dir.path(), &["43", "44", "45"]).await;
 }
 

@@ -114,8 +114,8 @@ pub(super) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io:
     FsDisk.write_atomic(&dir.join(name), &bytes)
 }
 
-/// Writes the new file `dir/name` as JSON, without syncing it to disk: for a file that
-/// nothing reads before it is whole, and whose loss in a crash of the machine is
+/// Writes `dir/name` as JSON (replacing any file of that name), without syncing it to
+/// disk: for a file that nothing reads before it is whole, and whose loss in a crash of the machine is
 /// harmless, because that crash ends the supervisor too.
 pub(super) fn write_new_json_unsynced<T: Serialize>(
     dir: &Path,
@@ -134,10 +134,9 @@ pub(super) fn replace_json_unsynced<T: Serialize>(
     name: &str,
     value: &T,
 ) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
+    let tmp = format!("{name}.tmp");
+    write_new_json_unsynced(dir, &tmp, value)?;
+    std::fs::rename(dir.join(tmp), dir.join(name))
 }
 
 /// Reads `dir/name` as JSON; none if the file does not exist.
