@@ -41,7 +41,7 @@ use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
 use tokio::sync::{Notify, watch as signal};
 
-use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_new_json_unsynced};
+use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_json_unsynced};
 use self::watch::{Announce, Supervisor};
 use super::{Events, Executor};
 use crate::io::BoxFuture;
@@ -299,7 +299,7 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
     // Not synced to disk: the supervisor reads it from the page cache, and after a
     // crash of the machine, which ends the supervisor too, a lost spec only means a run
     // that never started (its start, recorded in `status.json`, is synced).
-    if let Err(e) = write_new_json_unsynced(&dir, SPEC_FILE, &order) {
+    if let Err(e) = write_json_unsynced(&dir, SPEC_FILE, &order) {
         shared.unregister(run);
         shared.launch_failed(
             run,

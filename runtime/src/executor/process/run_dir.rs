@@ -115,9 +115,9 @@ pub(super) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io:
 }
 
 /// Writes `dir/name` as JSON (replacing any file of that name), without syncing it to
-/// disk: for a file that nothing reads before it is whole, and whose loss in a crash of the machine is
-/// harmless, because that crash ends the supervisor too.
-pub(super) fn write_new_json_unsynced<T: Serialize>(
+/// disk: for a file that nothing reads before it is whole, and whose loss in a crash of
+/// the machine is harmless, because that crash ends the supervisor too.
+pub(super) fn write_json_unsynced<T: Serialize>(
     dir: &Path,
     name: &str,
     value: &T,
@@ -135,7 +135,7 @@ pub(super) fn replace_json_unsynced<T: Serialize>(
     value: &T,
 ) -> io::Result<()> {
     let tmp = format!("{name}.tmp");
-    write_new_json_unsynced(dir, &tmp, value)?;
+    write_json_unsynced(dir, &tmp, value)?;
     std::fs::rename(dir.join(tmp), dir.join(name))
 }
 
