@@ -342,7 +342,7 @@ fn runs_survive_a_restart_of_the_daemon() {
 
     // Run 11 ends while no daemon watches.
     std::fs::write(&release_b, "").unwrap();
-    let status_b = dir.path().join("11").join("status.json");
+    let status_b = dir.path().join("11").join("status.jsonl");
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     while !std::fs::read_to_string(&status_b).is_ok_and(|s| s.contains("finished_at")) {
         assert!(std::time::Instant::now() < deadline, "run 11 never ended");

@@ -2,7 +2,7 @@
 //! that survives a crash or restart of the daemon.
 //!
 //! Each run gets a directory, `runs_dir/<run id>/`, holding `spec.json` (the run's spec
-//! and the host id, written by the daemon before the supervisor starts), `status.json`
+//! and the host id, written by the daemon before the supervisor starts), `status.jsonl`
 //! (the supervisor's record of the command's pids, start and end), `output` (the
 //! command's stdout and stderr, interleaved and bounded), `stop.json` (the daemon's stop
 //! request) and `supervisor.log` (the supervisor's own errors). It also gets a
@@ -13,7 +13,7 @@
 //! group of its own, so that the daemon's death, even by `kill -9`, does not take the
 //! run with it; the supervisor starts the command (in yet another process group),
 //! copies its output to the run directory and records its start and end in
-//! `status.json`. The daemon only watches that file, and so does a restarted daemon,
+//! `status.jsonl`. The daemon only watches that file, and so does a restarted daemon,
 //! which adopts the runs it finds still executing ([`Executor::recover`]).
 //!
 //! Stopping a run signals the command's process group (`SIGTERM`, then `SIGKILL` after
@@ -298,7 +298,7 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
     };
     // Not synced to disk: the supervisor reads it from the page cache, and after a
     // crash of the machine, which ends the supervisor too, a lost spec only means a run
-    // that never started (its start, recorded in `status.json`, is synced).
+    // that never started (its start, recorded in `status.jsonl`, is synced).
     if let Err(e) = write_json_unsynced(&dir, SPEC_FILE, &order) {
         shared.unregister(run);
         shared.launch_failed(

@@ -5,12 +5,13 @@
 //! | file             | written by          | holds |
 //! |------------------|---------------------|-------|
 //! | `spec.json`      | daemon, atomically  | the run's spec, the host id, the output bound |
-//! | `status.json`    | supervisor, atomically | pids, start, end, exit code or signal, launch error |
+//! | `status.jsonl`   | supervisor, appending | pids, start, end, exit code or signal, launch error |
 //! | `output`         | supervisor          | the command's stdout and stderr, interleaved, bounded |
 //! | `stop.json`      | daemon, atomically  | that the daemon asked the run to stop, and why |
 //! | `supervisor.log` | supervisor (stderr) | the supervisor's own complaints |
 
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rota_core::host::HostId;
@@ -23,8 +24,12 @@ use crate::io::{Disk, FsDisk};
 
 /// The run's spec, for the supervisor.
 pub(super) const SPEC_FILE: &str = "spec.json";
-/// The supervisor's account of the run.
-pub(super) const STATUS_FILE: &str = "status.json";
+/// The supervisor's account of the run: one whole [`Status`] per line, the last complete
+/// line counting. Appended to, never replaced, so that a run costs one file for it.
+pub(super) const STATUS_FILE: &str = "status.jsonl";
+/// Where supervisors kept their account before `status.jsonl`: one [`Status`], replaced
+/// whole. Still read, for runs started before an upgrade.
+const OLD_STATUS_FILE: &str = "status.json";
 /// The command's output.
 pub(super) const OUTPUT_FILE: &str = "output";
 /// The daemon's stop request.
@@ -43,10 +48,10 @@ pub(super) struct SpecFile {
     pub spec: RunSpec,
 }
 
-/// What a supervisor says about its run in `status.json`. Times are milliseconds since
+/// What a supervisor says about its run in `status.jsonl`. Times are milliseconds since
 /// the Unix epoch.
 ///
-/// The supervisor writes it three times at most: as soon as it is up (only `pid`), when
+/// The supervisor appends it three times at most: as soon as it is up (only `pid`), when
 /// the command has started (`child_pid`, `started_at`), and when the command has ended
 /// or could not be started (`finished_at`, with `exit_code`, `signal` or `error`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,17 +131,76 @@ pub(super) fn write_json_unsynced<T: Serialize>(
     std::fs::write(dir.join(name), bytes)
 }
 
-/// Replaces `dir/name` with `value` as JSON, whole (a reader sees the old file or the
-/// new one), but without syncing it to disk: for a record whose loss in a crash of the
-/// machine is harmless, because that crash ends the supervisor too.
-pub(super) fn replace_json_unsynced<T: Serialize>(
-    dir: &Path,
-    name: &str,
-    value: &T,
-) -> io::Result<()> {
-    let tmp = format!("{name}.tmp");
-    write_json_unsynced(dir, &tmp, value)?;
-    std::fs::rename(dir.join(tmp), dir.join(name))
+/// The supervisor's pen on `status.jsonl`.
+#[derive(Debug)]
+pub(super) struct StatusLog {
+    file: File,
+    dir: PathBuf,
+    /// Whether the directory's entry for the file is on disk.
+    entry_synced: bool,
+}
+
+impl StatusLog {
+    /// Creates the run's status file (or opens it, to append).
+    pub fn create(dir: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(STATUS_FILE))?;
+        Ok(StatusLog {
+            file,
+            dir: dir.to_path_buf(),
+            entry_synced: false,
+        })
+    }
+
+    /// Appends `status` as one line, in one write: a reader sees the line whole, or
+    /// without its newline, which it ignores. With `sync`, the line is on disk when this
+    /// returns.
+    pub fn record(&mut self, status: &Status, sync: bool) -> io::Result<()> {
+        let mut line = serde_json::to_vec(status).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        if sync {
+            self.file.sync_data()?;
+            if !self.entry_synced {
+                FsDisk.sync_dir(&self.dir)?;
+                self.entry_synced = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The latest status the supervisor of the run in `dir` recorded; none if it recorded
+/// none yet.
+pub(super) fn read_status_file(dir: &Path) -> io::Result<Option<Status>> {
+    let path = dir.join(STATUS_FILE);
+    match FsDisk.read(&path)? {
+        Some(bytes) => last_status(&bytes).map_err(|e| invalid(&path, e)),
+        None => read_json(dir, OLD_STATUS_FILE),
+    }
+}
+
+/// The last complete line of a status file that reads as a status. A line without its
+/// newline is being written and does not count yet.
+fn last_status(bytes: &[u8]) -> Result<Option<Status>, serde_json::Error> {
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        return Ok(None);
+    };
+    let mut last_error = None;
+    for line in bytes[..end].rsplit(|b| *b == b'\n') {
+        match serde_json::from_slice(line) {
+            Ok(status) => return Ok(Some(status)),
+            Err(e) => {
+                last_error.get_or_insert(e);
+            }
+        }
+    }
+    match last_error {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
 }
 
 /// Reads `dir/name` as JSON; none if the file does not exist.
@@ -144,13 +208,18 @@ pub(super) fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Resu
     let path = dir.join(name);
     match FsDisk.read(&path)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not valid: {e}", path.display()),
-            )
-        }),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| invalid(&path, e)),
     }
+}
+
+/// The error of a run file at `path` that does not read.
+fn invalid(path: &Path, e: serde_json::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} is not valid: {e}", path.display()),
+    )
 }
 
 pub(super) use crate::io::clock::system_wall_now as wall_now;
@@ -179,13 +248,49 @@ mod tests {
             started_at: Some(Timestamp::from_millis(1_700_000_000_123)),
             ..Status::default()
         };
-        write_json(dir.path(), STATUS_FILE, &status).unwrap();
+        let mut log = StatusLog::create(dir.path()).unwrap();
+        log.record(
+            &Status {
+                pid: 10,
+                ..Status::default()
+            },
+            false,
+        )
+        .unwrap();
+        log.record(&status, true).unwrap();
         let text = std::fs::read_to_string(dir.path().join(STATUS_FILE)).unwrap();
         assert!(!text.contains("finished_at"), "{text}");
-        assert_eq!(read_json(dir.path(), STATUS_FILE).unwrap(), Some(status));
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(read_status_file(dir.path()).unwrap(), Some(status));
         assert_eq!(
             read_json::<Status>(dir.path(), "missing.json").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_status_line_being_written_does_not_count_yet() {
+        let first = br#"{"pid":10}"#;
+        let second = br#"{"pid":10,"child_pid":11,"started_at":5}"#;
+        let mut bytes = [&first[..], b"\n", &second[..], b"\n"].concat();
+        let whole = last_status(&bytes).unwrap().unwrap();
+        assert_eq!(whole.started_at, Some(Timestamp::from_millis(5)));
+        bytes.extend_from_slice(br#"{"pid":10,"child_pid":11,"star"#);
+        assert_eq!(last_status(&bytes).unwrap(), Some(whole));
+        assert_eq!(last_status(&first[..]).unwrap(), None, "no newline yet");
+        assert_eq!(last_status(b"").unwrap(), None);
+        assert!(last_status(b"not json\n").is_err());
+    }
+
+    #[test]
+    fn a_status_written_before_the_status_log_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Status {
+            pid: 10,
+            finished_at: Some(Timestamp::from_millis(7)),
+            ..Status::default()
+        };
+        write_json(dir.path(), OLD_STATUS_FILE, &status).unwrap();
+        assert_eq!(read_status_file(dir.path()).unwrap(), Some(status));
     }
 }

@@ -24,8 +24,7 @@ use std::time::Duration;
 use rota_core::job::ExecutorSpec;
 
 use super::run_dir::{
-    OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, read_json, replace_json_unsynced,
-    wall_now, write_json,
+    OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, StatusLog, read_json, wall_now,
 };
 use crate::executor::run_env;
 
@@ -49,7 +48,7 @@ const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
 /// `ROTA_ATTEMPT` and `ROTA_HOST`. Its working directory is the job's `cwd` (relative
 /// to the run directory), else the run directory. No shell is involved.
 ///
-/// It exits with success once it has recorded the run's end in `status.json` (a failed
+/// It exits with success once it has recorded the run's end in `status.jsonl` (a failed
 /// launch is an end too), with failure if it could not.
 pub fn supervise_main(run_dir: &Path) -> ExitCode {
     let mut status = Status {
@@ -59,20 +58,20 @@ pub fn supervise_main(run_dir: &Path) -> ExitCode {
     // First thing: tell the daemon who we are, so it can tell later whether we live.
     // Not synced: a crash of the machine ends us too, and a status holding only our pid
     // says what no status says, that the command never started.
-    if let Err(e) = replace_json_unsynced(run_dir, STATUS_FILE, &status) {
-        eprintln!(
-            "rota supervisor: cannot write {}: {e}",
-            run_dir.join(STATUS_FILE).display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let recorded = match supervise(run_dir, &mut status) {
+    let mut log = match StatusLog::create(run_dir) {
+        Ok(mut log) => match log.record(&status, false) {
+            Ok(()) => log,
+            Err(e) => return cannot_write(run_dir, &e),
+        },
+        Err(e) => return cannot_write(run_dir, &e),
+    };
+    let recorded = match supervise(run_dir, &mut status, &mut log) {
         Ok(recorded) => recorded,
         Err(error) => {
             eprintln!("rota supervisor: {error}");
             status.error = Some(error);
             status.finished_at = Some(wall_now());
-            write_json(run_dir, STATUS_FILE, &status)
+            log.record(&status, true)
         }
     };
     match recorded {
@@ -87,10 +86,23 @@ pub fn supervise_main(run_dir: &Path) -> ExitCode {
     }
 }
 
-/// Starts the command, waits for its end and records it in `status.json`, returning
-/// whether that record was written. An error is why the command could not be started,
-/// for the operator; nothing is recorded then.
-fn supervise(run_dir: &Path, status: &mut Status) -> Result<io::Result<()>, String> {
+/// Says that the status file cannot be written, and fails.
+fn cannot_write(run_dir: &Path, e: &io::Error) -> ExitCode {
+    eprintln!(
+        "rota supervisor: cannot write {}: {e}",
+        run_dir.join(STATUS_FILE).display()
+    );
+    ExitCode::FAILURE
+}
+
+/// Starts the command, waits for its end and records it in `log`, returning whether
+/// that record was written. An error is why the command could not be started, for the
+/// operator; nothing is recorded then.
+fn supervise(
+    run_dir: &Path,
+    status: &mut Status,
+    log: &mut StatusLog,
+) -> Result<io::Result<()>, String> {
     let order: SpecFile = match read_json(run_dir, SPEC_FILE) {
         Ok(Some(order)) => order,
         Ok(None) => return Err(format!("{} is missing", run_dir.join(SPEC_FILE).display())),
@@ -113,7 +125,7 @@ fn supervise(run_dir: &Path, status: &mut Status) -> Result<io::Result<()>, Stri
     let mut child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", program.display()))?;
     status.child_pid = Some(child.id());
     status.started_at = Some(wall_now());
-    if let Err(e) = write_json(run_dir, STATUS_FILE, status) {
+    if let Err(e) = log.record(status, true) {
         // The run goes on; the daemon learns of it at the end.
         eprintln!("rota supervisor: cannot record the start of the run: {e}");
     }
@@ -150,7 +162,7 @@ fn supervise(run_dir: &Path, status: &mut Status) -> Result<io::Result<()>, Stri
     // The final status must be on disk before the command is reaped: until then its
     // process group id cannot be reused, so a daemon that signals the group while the
     // status says the command is running can only reach the command's own processes.
-    let recorded = write_json(run_dir, STATUS_FILE, status);
+    let recorded = log.record(status, true);
     let _ = child.wait();
     Ok(recorded)
 }

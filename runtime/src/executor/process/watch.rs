@@ -1,4 +1,4 @@
-//! Watching one run to its end from the daemon: polling its `status.json`, stopping it
+//! Watching one run to its end from the daemon: polling its `status.jsonl`, stopping it
 //! when asked, and turning what the supervisor recorded into executor events.
 
 use std::fs;
@@ -16,7 +16,8 @@ use rota_core::time::Timestamp;
 use tokio::time::Instant;
 
 use super::run_dir::{
-    STATUS_FILE, STOP_FILE, SUPERVISOR_LOG_FILE, Status, StopFile, read_json, wall_now, write_json,
+    STOP_FILE, SUPERVISOR_LOG_FILE, Status, StopFile, read_json, read_status_file, wall_now,
+    write_json,
 };
 use super::{RunHandle, Shared};
 
@@ -211,7 +212,7 @@ fn signal_group(run: RunId, child_pid: u32, signal: Signal) {
 
 /// The run's status, if its supervisor has written one it can read.
 pub(super) fn read_status(dir: &Path) -> Option<Status> {
-    match read_json(dir, STATUS_FILE) {
+    match read_status_file(dir) {
         Ok(status) => status,
         Err(e) => {
             tracing::warn!("process executor: {e}");
