@@ -208,14 +208,19 @@ fn a_restarted_host_recovers_its_state_and_rejoins() {
         Duration::from_secs(30),
         "the restarted host to catch up",
         || {
-            let status = cluster.agents[follower].status()?;
-            let jobs = cluster.agents[follower].api().get("/v1/jobs?stale=true");
+            // Refused while the host starts up.
+            let jobs = cluster.agents[follower]
+                .api()
+                .follow("GET", "/v1/jobs?stale=true", None)
+                .ok()?;
             let names: Vec<&str> = jobs
                 .body
                 .as_array()?
                 .iter()
                 .filter_map(|j| j["name"].as_str())
                 .collect();
+            // Asked after the jobs, so that it is at least as fresh as they are.
+            let status = cluster.agents[follower].status()?;
             (names.len() == 6 && names.contains(&"while-down")).then_some(status)
         },
     );
