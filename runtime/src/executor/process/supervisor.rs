@@ -58,12 +58,17 @@ pub fn supervise_main(run_dir: &Path) -> ExitCode {
     // First thing: tell the daemon who we are, so it can tell later whether we live.
     // Not synced: a crash of the machine ends us too, and a status holding only our pid
     // says what no status says, that the command never started.
-    let mut log = match StatusLog::create(run_dir) {
-        Ok(mut log) => match log.record(&status, false) {
-            Ok(()) => log,
-            Err(e) => return cannot_write(run_dir, &e),
-        },
-        Err(e) => return cannot_write(run_dir, &e),
+    let opened =
+        StatusLog::create(run_dir).and_then(|mut log| log.record(&status, false).map(|()| log));
+    let mut log = match opened {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!(
+                "rota supervisor: cannot write {}: {e}",
+                run_dir.join(STATUS_FILE).display()
+            );
+            return ExitCode::FAILURE;
+        }
     };
     let recorded = match supervise(run_dir, &mut status, &mut log) {
         Ok(recorded) => recorded,
@@ -84,15 +89,6 @@ pub fn supervise_main(run_dir: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Says that the status file cannot be written, and fails.
-fn cannot_write(run_dir: &Path, e: &io::Error) -> ExitCode {
-    eprintln!(
-        "rota supervisor: cannot write {}: {e}",
-        run_dir.join(STATUS_FILE).display()
-    );
-    ExitCode::FAILURE
 }
 
 /// Starts the command, waits for its end and records it in `log`, returning whether
