@@ -197,10 +197,7 @@ fn last_status(bytes: &[u8]) -> Result<Option<Status>, serde_json::Error> {
             }
         }
     }
-    match last_error {
-        Some(e) => Err(e),
-        None => Ok(None),
-    }
+    last_error.map_or(Ok(None), Err)
 }
 
 /// Reads `dir/name` as JSON; none if the file does not exist.
