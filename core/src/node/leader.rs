@@ -1,6 +1,6 @@
 //! The leader hat: the scheduler.
 //!
-//! The leader keeps due jobs in a priority queue keyed by their next due instant (the
+//! The leader keeps due jobs in a queue keyed by their next due instant (the
 //! schedule's next fire after the job's watermark, or a pending retry), so a tick costs
 //! the jobs that are due, not all jobs. On each tick it turns every due fire into
 //! commands (declare, or record as missed per the job's missed policy), batched into as
@@ -13,8 +13,7 @@
 //! current: the leader then re-dispatches every declared run it inherited and asks
 //! hosts about running ones, and only then plans fires, the missed ones first.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::FixedHash;
@@ -27,6 +26,7 @@ use crate::run::{Reason, RunId, RunSpec, RunState, Trigger};
 use crate::state::{JobRecord, State};
 use crate::time::{Mono, Now, Timestamp};
 
+use super::due::DueQueue;
 use super::{Effect, Event, Message, NodeConfig, RaftStatus, ReportStatus, flatten, is_placeable};
 
 /// Why a manual run could not be planned.
@@ -188,10 +188,8 @@ pub(super) struct Leader {
     ready_wall: Timestamp,
     ready_mono: Mono,
     start_retry_at: Mono,
-    /// Jobs by due time; the sequence number orders jobs due at the same instant by
-    /// when they were queued, without comparing their names.
-    due: BinaryHeap<Reverse<(Timestamp, u64, JobName)>>,
-    due_seq: u64,
+    /// Jobs by due time.
+    due: DueQueue,
     plans: HashMap<JobName, Plan, FixedHash>,
     dispatches: BTreeMap<RunId, Dispatch>,
     /// The dispatches that wait for the runs they replace to end.
@@ -218,8 +216,7 @@ impl Leader {
             ready_wall: now.wall,
             ready_mono: now.mono,
             start_retry_at: now.mono + Duration::from_secs(2),
-            due: BinaryHeap::new(),
-            due_seq: 0,
+            due: DueQueue::default(),
             plans: HashMap::default(),
             dispatches: BTreeMap::new(),
             waiting: BTreeSet::new(),
@@ -258,8 +255,8 @@ impl Leader {
             return Some(self.start_retry_at);
         }
         let mut next = self.next_housekeeping.min(self.next_heartbeat);
-        if let Some(Reverse((at, _, _))) = self.due.peek() {
-            let at = if *at <= now.wall {
+        if let Some(at) = self.due.peek() {
+            let at = if at <= now.wall {
                 now.mono
             } else {
                 now.mono + at.saturating_since(now.wall)
@@ -326,8 +323,7 @@ impl Leader {
     }
 
     fn queue(&mut self, at: Timestamp, name: &JobName) {
-        self.due_seq += 1;
-        self.due.push(Reverse((at, self.due_seq, name.clone())));
+        self.due.push(at, name.clone());
     }
 
     /// Plans every job due by now, within the tick's step budget.
@@ -335,35 +331,38 @@ impl Leader {
         let mut steps = 0usize;
         let budget = ctx.config.limits.plan_steps_per_tick_max.max(1);
         while steps < budget {
-            let Some(Reverse((at, _, _))) = self.due.peek() else {
+            let Some((at, name)) = self.due.pop_due(ctx.now.wall) else {
                 break;
             };
-            if *at > ctx.now.wall {
-                break;
-            }
-            let Some(Reverse((at, _, name))) = self.due.pop() else {
-                break;
-            };
-            // The queue keeps stale entries for jobs replanned since; skip them.
-            if self.plans.get(&name).and_then(|p| p.next) != Some(at) {
-                continue;
-            }
-            steps += self.plan_job(ctx, &name, budget - steps);
+            steps += self.plan_job(ctx, name, at, budget - steps);
         }
     }
 
-    /// Turns a due job's fires and retries into commands. Answers the steps used.
-    fn plan_job(&mut self, ctx: &mut Ctx<'_>, name: &JobName, budget: usize) -> usize {
-        let Some(job) = ctx.state.job(name) else {
-            self.plans.remove(name);
-            return 1;
+    /// Turns a job's fires and retries due at `at` into commands. Answers the steps
+    /// used: none for a stale queue entry, which the queue keeps for a job replanned
+    /// since it was queued.
+    fn plan_job(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        name: JobName,
+        at: Timestamp,
+        budget: usize,
+    ) -> usize {
+        // Taken out of the map, and put back below, so that planning can borrow the
+        // leader whole.
+        let Some(mut plan) = self.plans.remove(&name) else {
+            return 0;
         };
-        let Some(mut plan) = self.plans.remove(name) else {
+        if plan.next != Some(at) {
+            self.plans.insert(name, plan);
+            return 0;
+        }
+        let Some(job) = ctx.state.job(&name) else {
             return 1;
         };
         if job.spec.paused {
             plan.next = None;
-            self.plans.insert(name.clone(), plan);
+            self.plans.insert(name, plan);
             return 1;
         }
 
@@ -474,9 +473,9 @@ impl Leader {
             Some(now.wall)
         };
         if let Some(at) = plan.next {
-            self.queue(at, name);
+            self.queue(at, &name);
         }
-        self.plans.insert(name.clone(), plan);
+        self.plans.insert(name, plan);
         steps
     }
 

@@ -20,6 +20,7 @@
 //! it inherited ([`leader`]). Messages between hosts, the leader's to itself included,
 //! are [`Message`]s.
 
+mod due;
 mod leader;
 mod worker;
 
