@@ -823,3 +823,51 @@ fn leader_crashes_lose_nothing_and_run_nothing_twice() {
         );
     }
 }
+
+#[test]
+fn a_new_leader_places_runs_on_hosts_that_answered_it_not_on_the_leader_that_died() {
+    let mut sim = Sim::new(11, 3);
+    sim.run(Duration::from_secs(5), |_| {});
+    // Six runs every second: enough that placement spreads them over every host.
+    for i in 0..6 {
+        sim.put_job(job(&format!("every-second-{i}"), "* * * * * *"));
+    }
+    sim.run(Duration::from_secs(30), |_| {});
+    let old = sim.leader.expect("a leader");
+    let declared_on = |sim: &Sim, from: usize, term: u64| -> Vec<Option<HostId>> {
+        sim.log[from..]
+            .iter()
+            .flat_map(|c| match c {
+                Command::Batch(inner) => inner.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            })
+            .filter_map(|c| match c {
+                Command::Declare(d) if d.term == term => Some(d.host),
+                _ => None,
+            })
+            .collect()
+    };
+    // Before the crash the old leader took its share of the runs.
+    let before = declared_on(&sim, 0, sim.term);
+    assert!(
+        before.contains(&Some(old)),
+        "the leader ran nothing itself: {before:?}"
+    );
+
+    sim.crash(old);
+    sim.elect();
+    let from = sim.log.len();
+    // Gossip has not yet found the crashed host down: only this leader's own
+    // heartbeats, unanswered, tell it apart from the live ones.
+    sim.run(Duration::from_secs(3), |_| {});
+    let after = declared_on(&sim, from, sim.term);
+    assert!(after.len() >= 12, "the new leader declared {after:?}");
+    assert!(
+        !after.contains(&Some(old)),
+        "the new leader placed runs on the host that died: {after:?}"
+    );
+    assert!(
+        !after.contains(&None),
+        "runs failed for lack of capacity: {after:?}"
+    );
+}

@@ -168,6 +168,8 @@ struct HostTrack {
     renewed: Option<Mono>,
     /// Since when this leader has stopped renewing its lease, if it has.
     fenced: Option<Mono>,
+    /// Whether the host has answered this leader at all.
+    answered: bool,
 }
 
 /// Resources placed on a host that its gossip may not show yet.
@@ -530,26 +532,41 @@ impl Leader {
         declare
     }
 
+    /// The best host for a run of `spec`: among the hosts that have answered this
+    /// leader if one of them can take it, else among every host gossip holds alive.
+    ///
+    /// A host that died moments ago still looks alive to gossip, and to a new leader
+    /// that has not heard from it yet: the leader that just crashed is one. Its free
+    /// resources, sampled before it died, may well be the most. So a run goes to a host
+    /// that has answered this leader's heartbeats when one can take it; only when none
+    /// can does it go to a host yet to answer, rather than fail for lack of capacity.
     fn place(&self, ctx: &Ctx<'_>, spec: &JobSpec) -> Option<HostId> {
         let need = Need {
             request: spec.placement_request(),
             docker: spec.executor.needs_docker(),
             constraints: &spec.constraints,
         };
-        let fenced = |id: &HostId| self.hosts.get(id).is_some_and(|t| t.fenced.is_some());
-        let candidates = ctx
-            .membership
-            .hosts()
-            .values()
-            .filter(|h| is_placeable(h) && !fenced(&h.identity.id))
-            .filter_map(|h| {
-                Some(Candidate {
-                    id: h.identity.id,
-                    info: h.info.as_ref()?,
-                    pending: self.loads.get(&h.identity.id).copied().unwrap_or_default(),
+        let me = ctx.me();
+        let candidates = |answered_only: bool| {
+            ctx.membership
+                .hosts()
+                .values()
+                .filter(move |h| {
+                    let track = self.hosts.get(&h.identity.id);
+                    let fenced = track.is_some_and(|t| t.fenced.is_some());
+                    let answered = h.identity.id == me || track.is_some_and(|t| t.answered);
+                    is_placeable(h) && !fenced && (answered || !answered_only)
                 })
-            });
-        placement::choose(&need, candidates)
+                .filter_map(|h| {
+                    Some(Candidate {
+                        id: h.identity.id,
+                        info: h.info.as_ref()?,
+                        pending: self.loads.get(&h.identity.id).copied().unwrap_or_default(),
+                    })
+                })
+        };
+        placement::choose(&need, candidates(true))
+            .or_else(|| placement::choose(&need, candidates(false)))
     }
 
     pub(super) fn plan_trigger(
@@ -1162,6 +1179,7 @@ impl Leader {
             heard: ready.max(now),
             renewed: None,
             fenced: None,
+            answered: false,
         });
         let silent = now.saturating_since(track.heard) > unreachable;
         let down = matches!(liveness, None | Some(Liveness::Down));
@@ -1198,8 +1216,10 @@ impl Leader {
             heard: now.mono,
             renewed: None,
             fenced: None,
+            answered: true,
         });
         track.heard = now.mono;
+        track.answered = true;
         if membership
             .host(host)
             .is_some_and(|h| h.liveness != Liveness::Down)
