@@ -62,8 +62,8 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 250,
-            election_timeout_max_ms: 500,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             snapshot_every_entries: 20_000,
             entries_kept_after_snapshot: 2_000,
             segment_bytes_max: 64 * 1024 * 1024,
