@@ -18,14 +18,12 @@ use crate::time::Timestamp;
 #[derive(Debug, Default)]
 pub(super) struct DueQueue {
     buckets: BTreeMap<Timestamp, VecDeque<JobName>>,
-    len: usize,
 }
 
 impl DueQueue {
     /// Queues `name` as due at `at`, after every job already queued for `at`.
     pub(super) fn push(&mut self, at: Timestamp, name: JobName) {
         self.buckets.entry(at).or_default().push_back(name);
-        self.len += 1;
     }
 
     /// The earliest due instant queued.
@@ -46,21 +44,18 @@ impl DueQueue {
         if bucket.is_empty() {
             first.remove();
         }
-        let name = name?;
-        self.len -= 1;
-        Some((at, name))
+        Some((at, name?))
     }
 
     /// How many entries are queued, stale ones included.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.buckets.values().map(VecDeque::len).sum()
     }
 
     /// Empties the queue.
     pub(super) fn clear(&mut self) {
         self.buckets.clear();
-        self.len = 0;
     }
 }
 
