@@ -9,6 +9,7 @@
 //! The queue may hold entries that went stale when their job was replanned; the leader
 //! checks each entry it takes against the job's plan and passes over the stale ones.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::job::JobName;
@@ -17,13 +18,35 @@ use crate::time::Timestamp;
 /// Jobs by due instant; jobs due at the same instant in the order they were queued.
 #[derive(Debug, Default)]
 pub(super) struct DueQueue {
-    buckets: BTreeMap<Timestamp, VecDeque<JobName>>,
+    buckets: BTreeMap<Timestamp, Bucket>,
+}
+
+/// The jobs due at one instant, never none. Many instants hold a single job (an
+/// `@every` job fires at the millisecond it was created, plus whole periods), and one job
+/// is held without the allocation a list would cost.
+#[derive(Debug)]
+enum Bucket {
+    One(JobName),
+    Many(VecDeque<JobName>),
 }
 
 impl DueQueue {
     /// Queues `name` as due at `at`, after every job already queued for `at`.
     pub(super) fn push(&mut self, at: Timestamp, name: JobName) {
-        self.buckets.entry(at).or_default().push_back(name);
+        match self.buckets.entry(at) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(Bucket::One(name));
+            }
+            Entry::Occupied(mut occupied) => {
+                let bucket = occupied.get_mut();
+                match bucket {
+                    Bucket::Many(list) => list.push_back(name),
+                    Bucket::One(first) => {
+                        *bucket = Bucket::Many(VecDeque::from([first.clone(), name]));
+                    }
+                }
+            }
+        }
     }
 
     /// The earliest due instant queued.
@@ -39,18 +62,28 @@ impl DueQueue {
         if at > until {
             return None;
         }
-        let bucket = first.get_mut();
-        let name = bucket.pop_front();
-        if bucket.is_empty() {
-            first.remove();
+        if let Bucket::Many(list) = first.get_mut()
+            && list.len() > 1
+        {
+            return list.pop_front().map(|name| (at, name));
         }
-        Some((at, name?))
+        // The instant's last job: its bucket goes with it.
+        match first.remove() {
+            Bucket::One(name) => Some((at, name)),
+            Bucket::Many(mut list) => list.pop_front().map(|name| (at, name)),
+        }
     }
 
     /// How many entries are queued, stale ones included.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.buckets.values().map(VecDeque::len).sum()
+        self.buckets
+            .values()
+            .map(|bucket| match bucket {
+                Bucket::One(_) => 1,
+                Bucket::Many(list) => list.len(),
+            })
+            .sum()
     }
 
     /// Empties the queue.
@@ -90,6 +123,26 @@ mod tests {
         assert_eq!(out, expected);
         assert_eq!(queue.len(), 0);
         assert_eq!(queue.peek(), None);
+    }
+
+    #[test]
+    fn a_job_queued_for_an_instant_being_taken_goes_after_the_ones_still_there() {
+        let mut queue = DueQueue::default();
+        for n in ["a", "b", "c"] {
+            queue.push(at(10), name(n));
+        }
+        assert_eq!(queue.pop_due(at(10)), Some((at(10), name("a"))));
+        queue.push(at(10), name("d"));
+        let mut out = Vec::new();
+        while let Some((_, n)) = queue.pop_due(at(10)) {
+            out.push(n.as_str().to_owned());
+        }
+        assert_eq!(out, ["b", "c", "d"]);
+        // The instant's bucket went with its last job; a new one starts afresh.
+        assert_eq!(queue.peek(), None);
+        queue.push(at(10), name("e"));
+        assert_eq!(queue.pop_due(at(10)), Some((at(10), name("e"))));
+        assert_eq!(queue.len(), 0);
     }
 
     #[test]
