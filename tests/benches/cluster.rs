@@ -146,8 +146,17 @@ fn throughput() {
         .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 250, 500, 1000]);
     let seconds: u64 = env_or("ROTA_BENCH_SECONDS", 60);
+    // `burst` (the default): every job is `* * * * * *`, so all of a second's runs fire
+    // at the same instant. `spread`: every job is `@every 1s`, which counts from the
+    // millisecond the job was created, so the runs fire spread over the second.
+    let spread = match std::env::var("ROTA_BENCH_FIRES").as_deref() {
+        Ok("spread") => true,
+        Ok("burst") | Err(_) => false,
+        Ok(other) => panic!("ROTA_BENCH_FIRES must be `burst` or `spread`, not {other:?}"),
+    };
+    let schedule = if spread { "@every 1s" } else { "* * * * * *" };
     println!(
-        "\nsustained scheduling, 3 hosts on loopback, process executor running `true`, {seconds} s per rate"
+        "\nsustained scheduling, 3 hosts on loopback, process executor running `true`, {seconds} s per rate, jobs `{schedule}`"
     );
     println!(
         "| target runs/s | started runs/s | succeeded | failed | p50 lateness | p99 lateness | max lateness |"
@@ -157,15 +166,22 @@ fn throughput() {
         let cluster = Cluster::start(3, &AgentOptions::default());
         // `rate` jobs firing every second.
         let created = Arc::new(AtomicUsize::new(0));
+        let creating = Instant::now();
         std::thread::scope(|scope| {
             for worker in 0..8 {
                 let api = cluster.api(cluster.leader());
                 let created = Arc::clone(&created);
                 scope.spawn(move || {
                     for i in (worker..rate).step_by(8) {
+                        if spread {
+                            // Job `i` is created (and so fires) `i / rate` of a second
+                            // after the first.
+                            let at = creating + Duration::from_secs(1) * i as u32 / rate as u32;
+                            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        }
                         let job = process_job_argv(
                             &format!("j{i}"),
-                            "* * * * * *",
+                            schedule,
                             &["true"],
                             r#", "starting_deadline_s": 5"#,
                         );
