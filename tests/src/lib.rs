@@ -426,7 +426,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` agents, all voters, and waits until they form one cluster with a
-    /// leader.
+    /// leader that has taken over (and so accepts writes).
     pub fn start(n: usize, options: &AgentOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = AgentOptions {
@@ -451,18 +451,18 @@ impl Cluster {
                 && statuses
                     .iter()
                     .all(|s| s["leader_id"].is_u64() && s["voters"].as_u64() == Some(voters))
-                && statuses.iter().any(|s| s["is_leader"] == true);
+                && statuses.iter().any(|s| s["leader_ready"] == true);
             formed.then_some(())
         });
         cluster
     }
 
-    /// The index of the current leader, waiting for one.
+    /// The index of the current leader, waiting for one that has taken over.
     pub fn leader(&self) -> usize {
         wait_until(Duration::from_secs(30), "a leader", || {
             self.agents
                 .iter()
-                .position(|a| a.status().is_some_and(|s| s["is_leader"] == true))
+                .position(|a| a.status().is_some_and(|s| s["leader_ready"] == true))
         })
     }
 

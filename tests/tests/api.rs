@@ -100,6 +100,12 @@ fn every_endpoint_answers_with_its_shape_and_writes_go_to_the_leader() {
         );
         assert!(status["role"].is_string(), "{status}");
         assert_eq!(status["is_leader"], status["id"] == leader_id, "{status}");
+        // The cluster was started once its leader had taken over.
+        assert_eq!(
+            status["leader_ready"],
+            status["id"] == leader_id,
+            "{status}"
+        );
         assert_eq!(status["leader_id"], leader_id, "{status}");
         assert_eq!(status["leader_api"], leader_api.as_str(), "{status}");
         assert!(status["term"].as_u64().unwrap() >= 1, "{status}");

@@ -25,7 +25,7 @@ fn lone_agent(root: &std::path::Path, toml: &str) -> Agent {
     wait_until(Duration::from_secs(30), "the agent to lead", || {
         agent
             .status()
-            .filter(|s| s["is_leader"] == true)
+            .filter(|s| s["leader_ready"] == true)
             .map(|_| ())
     });
     agent

@@ -22,7 +22,7 @@ fn stopped_agent(root: &std::path::Path, jobs: usize) -> Agent {
     wait_until(Duration::from_secs(30), "the agent to lead", || {
         agent
             .status()
-            .filter(|s| s["is_leader"] == true)
+            .filter(|s| s["leader_ready"] == true)
             .map(|_| ())
     });
     for i in 0..jobs {

@@ -415,6 +415,7 @@ async fn status(handle: &Handle) -> Response<Body> {
                 cluster_addr: node.identity().cluster_addr.to_string(),
                 role: node.role(),
                 is_leader: raft.is_leader,
+                leader_ready: node.is_ready_leader(),
                 leader_id: leader.map(|l| l.0),
                 leader_api,
                 term: raft.term.max(node.known_leader().map_or(0, |(_, t, _)| t)),

@@ -107,6 +107,10 @@ pub struct StatusView {
     pub role: rota_core::node::Role,
     /// Whether it is the leader.
     pub is_leader: bool,
+    /// Whether it leads and has taken over from the leader before (its first entry of
+    /// the term is applied): only then does it accept writes. A leader not yet ready
+    /// answers writes `503`.
+    pub leader_ready: bool,
     /// The leader's id, if known.
     pub leader_id: Option<u64>,
     /// The leader's API address (`host:port`), if known.

@@ -125,10 +125,11 @@ fn elapsed(start: &Value, end: &Value) -> String {
 }
 
 /// The order `rota status` shows a host's fields in; others the server adds follow.
-const STATUS_KEYS: [&str; 13] = [
+const STATUS_KEYS: [&str; 14] = [
     "id",
     "role",
     "is_leader",
+    "leader_ready",
     "leader_id",
     "leader_api",
     "term",
