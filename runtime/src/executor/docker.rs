@@ -269,7 +269,8 @@ impl Shared {
         );
     }
 
-    /// Spawns the task that watches `run`'s container to its end.
+    /// Spawns the task that watches `run`'s container to its end, and answers its handle
+    /// (dropping the handle leaves the task running).
     fn spawn_watch(
         self: &Arc<Self>,
         run: RunId,
@@ -277,11 +278,11 @@ impl Shared {
         output: Option<OutputFile>,
         announce: Announce,
         memory_mb: Option<u64>,
-    ) {
+    ) -> tokio::task::JoinHandle<()> {
         let shared = Arc::clone(self);
         self.tokio.spawn(async move {
             watch::watch(shared, run, handle, output, announce, memory_mb).await;
-        });
+        })
     }
 
     /// The output file of a container that ran before, to go on copying into; none

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::models::ContainerSummaryStateEnum;
 use rota_core::node::ExecutorEvent;
@@ -15,6 +16,10 @@ use super::container::{self, Found, LABEL_RUN};
 use super::run_dir::{self, wall_now};
 use super::watch::Announce;
 use rota_core::job::ExecutorSpec;
+
+/// How long start-up waits for the ends of containers that ended while the daemon was
+/// down to be recorded and reported (the rest of their output copied first).
+const ENDED_WATCH_WAIT: Duration = Duration::from_secs(10);
 
 /// At daemon start: reports and watches every run of this host that has a container
 /// (running ones as `Adopted`, ended ones as `Exited` once their watch has their
@@ -41,6 +46,8 @@ pub(super) async fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
         .filter(|run| run_dir::is_docker_run(&shared.run_dir(*run)))
         .collect();
     let mut adopted = 0usize;
+    // The watches of containers that ended while no daemon watched them.
+    let mut ending = Vec::new();
     for run in containers.union(&dirs).copied() {
         // A run this daemon already handles reports for itself.
         let Some(handle) = shared.register(run) else {
@@ -98,9 +105,18 @@ pub(super) async fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
                     }
                     Some(Found::Ended(_)) => {
                         // Its watch records and reports the end, once it has the rest
-                        // of the output.
+                        // of the output. Waited for below, so that the end is reported
+                        // before the node starts: else the leader, asking this host
+                        // about the run, could hear first that it has no record of it,
+                        // and record the run `host-lost` instead of its exit code.
                         let output = shared.resume_output(run);
-                        shared.spawn_watch(run, handle, output, Announce::Nothing, memory_mb);
+                        ending.push(shared.spawn_watch(
+                            run,
+                            handle,
+                            output,
+                            Announce::Nothing,
+                            memory_mb,
+                        ));
                     }
                     Some(Found::Created { error: None }) | None => {
                         // The daemon died between creating and starting it: it never
@@ -144,6 +160,15 @@ pub(super) async fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
             None => {
                 tracing::debug!(%run, "docker executor: a run directory without a container or a recorded end")
             }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + ENDED_WATCH_WAIT;
+    for watch in ending {
+        if tokio::time::timeout_at(deadline, watch).await.is_err() {
+            tracing::warn!(
+                "docker executor: the ends of containers that ended while the daemon was down are still being recorded; going on without them"
+            );
+            break;
         }
     }
     if adopted > 0 {
