@@ -597,17 +597,15 @@ fn spawn_sampler(
     });
 }
 
-/// Submits proposals to Raft in the order the node made them, and reports the ones
-/// that fail back to the node.
 /// Proposals the proposer has handed to Raft and not yet seen committed, at most. While
 /// this many are in flight, commands wait in the queue, and the next proposal takes all
 /// of them in one entry: one log write and one fsync on each voter instead of one per
 /// command. A lone command still goes at once.
 const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 
-/// Proposes the core's commands to Raft in order, packing those that queued up while
-/// earlier proposals were in flight into one [`Command::Batch`] of at most
-/// `commands_max` commands. A proposal that fails goes back to the core whole.
+/// Proposes the core's commands to Raft in the order the node made them, packing those
+/// that queued up while earlier proposals were in flight into one [`Command::Batch`] of
+/// at most `commands_max` commands. A proposal that fails goes back to the node whole.
 fn spawn_proposer(
     raft: Raft,
     mut proposals: mpsc::UnboundedReceiver<Command>,
