@@ -74,6 +74,19 @@ impl DueQueue {
         }
     }
 
+    /// The jobs due at or before `until`, in the order [`DueQueue::pop_due`] takes them.
+    pub(super) fn upcoming(&self, until: Timestamp) -> impl Iterator<Item = &JobName> {
+        self.buckets
+            .range(..=until)
+            .flat_map(|(_, bucket)| match bucket {
+                Bucket::One(name) => core::slice::from_ref(name).iter().chain(&[]),
+                Bucket::Many(list) => {
+                    let (a, b) = list.as_slices();
+                    a.iter().chain(b)
+                }
+            })
+    }
+
     /// How many entries are queued, stale ones included.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
@@ -102,6 +115,36 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_secs(secs)
+    }
+
+    #[test]
+    fn upcoming_lists_the_due_jobs_in_the_order_they_come_out() {
+        let mut queue = DueQueue::default();
+        // A bucket whose list wraps round the end of its ring buffer.
+        queue.push(at(12), name("w"));
+        queue.push(at(12), name("x"));
+        queue.push(at(12), name("y"));
+        assert_eq!(queue.pop_due(at(12)).map(|(_, n)| n), Some(name("w")));
+        queue.push(at(12), name("z"));
+        queue.push(at(20), name("late"));
+        queue.push(at(10), name("a"));
+        queue.push(at(15), name("middle"));
+
+        let upcoming = |queue: &DueQueue, until| -> Vec<String> {
+            queue
+                .upcoming(at(until))
+                .map(|n| n.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(upcoming(&queue, 15), ["a", "x", "y", "z", "middle"]);
+        assert_eq!(upcoming(&queue, 9), Vec::<String>::new());
+        assert_eq!(upcoming(&queue, 100).len(), queue.len());
+
+        let mut popped = Vec::new();
+        while let Some((_, n)) = queue.pop_due(at(15)) {
+            popped.push(n.as_str().to_owned());
+        }
+        assert_eq!(popped, ["a", "x", "y", "z", "middle"]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::host::HostId;
 use crate::job::{Concurrency, JobName, JobSpec, MissedPolicy, Request};
 use crate::membership::{Change, Liveness, Membership};
 use crate::placement::{self, Candidate, Need, Pending};
-use crate::run::{Reason, RunId, RunSpec, RunState, Trigger};
+use crate::run::{Reason, Run, RunId, RunSpec, RunState, Trigger};
 use crate::state::{JobRecord, State};
 use crate::time::{Mono, Now, Timestamp};
 
@@ -135,6 +135,9 @@ fn plan_key(d: &Declare) -> PlanKey {
         matches!(d.trigger, Trigger::Manual { .. }),
     )
 }
+
+/// How many due jobs [`Leader::warm_due`] reads ahead.
+const WARM_AHEAD: usize = 16;
 
 /// A job as the leader plans it.
 #[derive(Debug, Clone)]
@@ -332,12 +335,51 @@ impl Leader {
     fn plan_due(&mut self, ctx: &mut Ctx<'_>) {
         let mut steps = 0usize;
         let budget = ctx.config.limits.plan_steps_per_tick_max.max(1);
+        let mut warm_left = 0usize;
         while steps < budget {
+            if warm_left == 0 {
+                warm_left = self.warm_due(ctx);
+            }
             let Some((at, name)) = self.due.pop_due(ctx.now.wall) else {
                 break;
             };
+            warm_left = warm_left.saturating_sub(1);
             steps += self.plan_job(ctx, name, at, budget - steps);
         }
+    }
+
+    /// Reads, ahead of planning them, the plans and job records of the next few due
+    /// jobs. Each lies somewhere in a state of many megabytes, mostly out of cache;
+    /// looked up together, their cache misses overlap, where planning one job after the
+    /// other waits for each miss in turn. Answers how many jobs it read.
+    fn warm_due(&self, ctx: &Ctx<'_>) -> usize {
+        let mut names: [Option<&JobName>; WARM_AHEAD] = [None; WARM_AHEAD];
+        let mut seen = 0usize;
+        for (slot, name) in names.iter_mut().zip(self.due.upcoming(ctx.now.wall)) {
+            *slot = Some(name);
+            seen += 1;
+        }
+        let names = &names[..seen];
+        let mut sum = 0usize;
+        // One kind of lookup at a time, so that the processor has several independent
+        // misses in flight rather than a chain of them.
+        for name in names.iter().flatten() {
+            if let Some(plan) = self.plans.get(*name) {
+                sum = sum.wrapping_add(plan.planned.as_millis() as usize);
+            }
+        }
+        let mut jobs: [Option<&JobRecord>; WARM_AHEAD] = [None; WARM_AHEAD];
+        for (slot, name) in jobs.iter_mut().zip(names.iter().flatten()) {
+            *slot = ctx.state.job(name);
+        }
+        for job in jobs.iter().flatten() {
+            sum = sum
+                .wrapping_add(job.spec.schedule.touch())
+                .wrapping_add(std::sync::Arc::strong_count(&job.spec.executor))
+                .wrapping_add(job.active.len() + job.retries.len());
+        }
+        std::hint::black_box(sum);
+        seen
     }
 
     /// Turns a job's fires and retries due at `at` into commands. Answers the steps
@@ -350,23 +392,30 @@ impl Leader {
         at: Timestamp,
         budget: usize,
     ) -> usize {
-        // Taken out of the map, and put back below, so that planning can borrow the
-        // leader whole.
-        let Some(mut plan) = self.plans.remove(&name) else {
+        let Some(slot) = self.plans.get_mut(&name) else {
             return 0;
         };
-        if plan.next != Some(at) {
-            self.plans.insert(name, plan);
+        if slot.next != Some(at) {
             return 0;
         }
         let Some(job) = ctx.state.job(&name) else {
+            self.plans.remove(&name);
             return 1;
         };
         if job.spec.paused {
-            plan.next = None;
-            self.plans.insert(name, plan);
+            slot.next = None;
             return 1;
         }
+        // Taken out of its slot, and put back below, so that planning can borrow the
+        // leader whole. Left in the map, the entry needs no new slot when it returns.
+        let mut plan = core::mem::replace(
+            slot,
+            Plan {
+                planned: Timestamp::MIN,
+                next: None,
+                retries_proposed: BTreeSet::new(),
+            },
+        );
 
         let now = ctx.now;
         let spec = &job.spec;
@@ -477,7 +526,9 @@ impl Leader {
         if let Some(at) = plan.next {
             self.queue(at, &name);
         }
-        self.plans.insert(name, plan);
+        if let Some(slot) = self.plans.get_mut(&name) {
+            *slot = plan;
+        }
         steps
     }
 
@@ -678,17 +729,21 @@ impl Leader {
                         if let Some(p) = placed {
                             self.placed_runs.insert(*run, p);
                         }
-                        if let (Some(host), Some(r)) = (d.host, ctx.state.run(*run)) {
+                        let state = ctx.state;
+                        let Some(r) = state.run(*run) else {
+                            return;
+                        };
+                        if let Some(host) = d.host {
                             ctx.emit(Event::Declared {
                                 run: *run,
                                 host,
                                 scheduled_at: r.scheduled_at,
                             });
-                            for old in r.waits_for.clone() {
-                                self.send_stop(ctx, old);
+                            for old in &r.waits_for {
+                                self.send_stop(ctx, *old);
                             }
                         }
-                        self.dispatch(ctx, *run, false);
+                        self.dispatch_run(ctx, r, false);
                     }
                     Outcome::Recorded { run, state, reason } => {
                         self.unplace(placed);
@@ -804,13 +859,22 @@ impl Leader {
 
     // ----- dispatch -----
 
-    /// Sends a declared run to its host, unless it waits for runs it replaces.
+    /// Sends the declared run `id` to its host, unless it waits for runs it replaces.
     fn dispatch(&mut self, ctx: &mut Ctx<'_>, id: RunId, inherited: bool) {
+        let state = ctx.state;
+        match state.run(id) {
+            Some(run) => self.dispatch_run(ctx, run, inherited),
+            None => {
+                self.waiting.remove(&id);
+                self.dispatches.remove(&id);
+            }
+        }
+    }
+
+    /// [`Leader::dispatch`] of a run the caller has looked up already.
+    fn dispatch_run(&mut self, ctx: &mut Ctx<'_>, run: &Run, inherited: bool) {
+        let id = run.id;
         self.waiting.remove(&id);
-        let Some(run) = ctx.state.run(id) else {
-            self.dispatches.remove(&id);
-            return;
-        };
         let (RunState::Declared, Some(host)) = (run.state, run.host) else {
             self.dispatches.remove(&id);
             return;
@@ -836,7 +900,7 @@ impl Leader {
         if host != ctx.me() && !quorum_fresh(ctx) {
             return;
         }
-        let Some(spec) = run_spec(ctx, id, &ctx.config.timing) else {
+        let Some(spec) = run_spec(ctx, run) else {
             return;
         };
         entry.sent += 1;
@@ -1406,9 +1470,7 @@ fn next_due(job: &JobRecord, plan: &Plan) -> Option<Timestamp> {
 /// The instant after which a host must not start the run: the job's starting deadline
 /// past the fire time, and never less than a few dispatch timeouts past its
 /// declaration. Every leader computes the same from the state.
-fn start_by(ctx: &Ctx<'_>, id: RunId) -> Option<Timestamp> {
-    let run = ctx.state.run(id)?;
-    let job = ctx.state.job(&run.job)?;
+fn start_by(ctx: &Ctx<'_>, run: &Run, job: &JobRecord) -> Timestamp {
     let floor = run.declared_at
         + Duration::from_millis(ctx.config.timing.dispatch_timeout_ms.saturating_mul(3));
     let base = match run.trigger {
@@ -1416,22 +1478,21 @@ fn start_by(ctx: &Ctx<'_>, id: RunId) -> Option<Timestamp> {
         // A retry or a manual run counts from when it was declared.
         Trigger::Retry | Trigger::Manual { .. } => run.declared_at,
     };
-    Some((base + job.spec.starting_deadline()).max(floor))
+    (base + job.spec.starting_deadline()).max(floor)
 }
 
-fn run_spec(ctx: &Ctx<'_>, id: RunId, timing: &super::Timing) -> Option<RunSpec> {
-    let _ = timing;
-    let run = ctx.state.run(id)?;
+/// What a host needs to start `run`, or none when its job is gone.
+fn run_spec(ctx: &Ctx<'_>, run: &Run) -> Option<RunSpec> {
     let job = ctx.state.job(&run.job)?;
     Some(RunSpec {
-        id,
+        id: run.id,
         job: run.job.clone(),
         scheduled_at: run.scheduled_at,
         attempt: run.attempt,
         executor: job.spec.executor.clone(),
         timeout_ms: job.spec.timeout_s.map(|s| s.saturating_mul(1000)),
         concurrency: job.spec.concurrency,
-        start_by: start_by(ctx, id)?,
+        start_by: start_by(ctx, run, job),
     })
 }
 
