@@ -223,14 +223,23 @@ impl State {
             Command::Batch(commands) => Outcome::Batch(
                 commands
                     .iter()
-                    .map(|c| match c {
-                        Command::Batch(_) => Outcome::Rejected(Rejection::Malformed(
-                            "a batch may not hold a batch".into(),
-                        )),
-                        c => self.apply_one(c),
-                    })
+                    .map(|c| self.apply_in_batch(index, c))
                     .collect(),
             ),
+            command => self.apply_one(command),
+        }
+    }
+
+    /// Applies one command of a batch at log index `index`: the same as applying it on
+    /// its own, except that a batch inside a batch is refused. A caller that must act on
+    /// each command's outcome before the next applies goes through this, one command
+    /// at a time, and ends where [`State::apply`] of the whole batch would.
+    pub fn apply_in_batch(&mut self, index: u64, command: &Command) -> Outcome {
+        self.applied_index = self.applied_index.max(index);
+        match command {
+            Command::Batch(_) => {
+                Outcome::Rejected(Rejection::Malformed("a batch may not hold a batch".into()))
+            }
             command => self.apply_one(command),
         }
     }

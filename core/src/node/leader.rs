@@ -27,7 +27,7 @@ use crate::state::{JobRecord, State};
 use crate::time::{Mono, Now, Timestamp};
 
 use super::due::DueQueue;
-use super::{Effect, Event, Message, NodeConfig, RaftStatus, ReportStatus, flatten, is_placeable};
+use super::{Effect, Event, Message, NodeConfig, RaftStatus, ReportStatus, is_placeable};
 
 /// Why a manual run could not be planned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -660,32 +660,30 @@ impl Leader {
 
     // ----- reacting to the log -----
 
+    /// Reacts to one applied command (never a batch: the node hands over a batch's
+    /// commands one by one). The commands it queues go out at the next
+    /// [`Leader::flush`].
     pub(super) fn on_applied(
         &mut self,
         ctx: &mut Ctx<'_>,
-        entry: &Command,
+        command: &Command,
         outcome: &Outcome,
         before: Before,
     ) {
-        for (command, outcome) in flatten(entry, outcome) {
-            if let Command::LeaderStart {
-                term,
-                leader,
-                nonce,
-                ..
-            } = command
-                && *term == self.term
-                && *leader == ctx.me()
-                && *nonce == self.nonce
-                && !outcome.is_rejected()
-                && !self.ready
-            {
-                self.become_ready(ctx);
-                continue;
-            }
-            if !self.ready {
-                continue;
-            }
+        if let Command::LeaderStart {
+            term,
+            leader,
+            nonce,
+            ..
+        } = command
+            && *term == self.term
+            && *leader == ctx.me()
+            && *nonce == self.nonce
+            && !outcome.is_rejected()
+            && !self.ready
+        {
+            self.become_ready(ctx);
+        } else if self.ready {
             self.react(ctx, command, outcome);
         }
         for (run, host) in before.deleted_runs {
@@ -703,7 +701,6 @@ impl Leader {
                 );
             }
         }
-        self.flush(ctx);
     }
 
     fn react(&mut self, ctx: &mut Ctx<'_>, command: &Command, outcome: &Outcome) {
@@ -1415,7 +1412,7 @@ impl Leader {
         }
     }
 
-    fn flush(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn flush(&mut self, ctx: &mut Ctx<'_>) {
         if self.outbox.is_empty() {
             return;
         }

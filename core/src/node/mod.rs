@@ -752,9 +752,19 @@ impl Node {
     /// Applies one committed Raft entry and answers its outcome.
     pub fn handle_applied(&mut self, now: Now, index: u64, command: &Command) -> Outcome {
         self.now = now;
-        let before = leader::Before::capture(&self.state, command);
-        let outcome = self.state.apply(index, command);
-        self.with_leader(|leader, ctx| leader.on_applied(ctx, command, &outcome, before));
+        // The leader reacts to each command of a batch as it applies, just as it would
+        // to the same commands in entries of their own. It then finds what the command
+        // touched still in cache.
+        let outcome = match command {
+            Command::Batch(commands) => Outcome::Batch(
+                commands
+                    .iter()
+                    .map(|c| self.apply_and_react(index, c, State::apply_in_batch))
+                    .collect(),
+            ),
+            command => self.apply_and_react(index, command, State::apply),
+        };
+        self.with_leader(|leader, ctx| leader.flush(ctx));
         for (command, outcome) in flatten(command, &outcome) {
             if let Outcome::Rejected(why) = outcome {
                 self.emit(Event::Rejected {
@@ -764,6 +774,19 @@ impl Node {
             }
         }
         self.run_timers();
+        outcome
+    }
+
+    /// Applies one command with `apply` and lets the leader react to its outcome.
+    fn apply_and_react(
+        &mut self,
+        index: u64,
+        command: &Command,
+        apply: fn(&mut State, u64, &Command) -> Outcome,
+    ) -> Outcome {
+        let before = leader::Before::capture(&self.state, command);
+        let outcome = apply(&mut self.state, index, command);
+        self.with_leader(|leader, ctx| leader.on_applied(ctx, command, &outcome, before));
         outcome
     }
 
