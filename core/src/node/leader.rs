@@ -365,7 +365,10 @@ impl Leader {
         // misses in flight rather than a chain of them.
         for name in names.iter().flatten() {
             if let Some(plan) = self.plans.get(*name) {
-                sum = sum.wrapping_add(plan.planned.as_millis() as usize);
+                sum = sum
+                    .wrapping_add(plan.planned.as_millis() as usize)
+                    .wrapping_add(plan.next.map_or(0, |t| t.as_millis() as usize))
+                    .wrapping_add(plan.retries_proposed.len());
             }
         }
         let mut jobs: [Option<&JobRecord>; WARM_AHEAD] = [None; WARM_AHEAD];
@@ -376,7 +379,7 @@ impl Leader {
             sum = sum
                 .wrapping_add(job.spec.schedule.touch())
                 .wrapping_add(std::sync::Arc::strong_count(&job.spec.executor))
-                .wrapping_add(job.active.len() + job.retries.len());
+                .wrapping_add(touch_planned_fields(job));
         }
         std::hint::black_box(sum);
         seen
@@ -1491,6 +1494,27 @@ fn run_spec(ctx: &Ctx<'_>, run: &Run) -> Option<RunSpec> {
         concurrency: job.spec.concurrency,
         start_by: start_by(ctx, run, job),
     })
+}
+
+/// Reads the fields of a job record that planning it reads, wherever the compiler laid
+/// them out, so that [`Leader::warm_due`] brings every cache line they lie on.
+fn touch_planned_fields(job: &JobRecord) -> usize {
+    let spec = &job.spec;
+    let times = [Some(job.anchor), Some(job.watermark), job.resumed_at]
+        .into_iter()
+        .flatten()
+        .fold(0i64, |sum, t| sum.wrapping_add(t.as_millis()));
+    (times as usize)
+        .wrapping_add(usize::from(spec.paused))
+        .wrapping_add(spec.concurrency as usize)
+        .wrapping_add(spec.missed as usize)
+        .wrapping_add(spec.starting_deadline_s as usize)
+        .wrapping_add(spec.constraints.len())
+        .wrapping_add(spec.resources.memory_mb.unwrap_or(0) as usize)
+        .wrapping_add(spec.resources.disk_mb.unwrap_or(0) as usize)
+        .wrapping_add(usize::from(spec.resources.cpus.is_some()))
+        .wrapping_add(job.active.len())
+        .wrapping_add(job.retries.len())
 }
 
 /// Gathers consecutive missed fires with the same reason into one record.
