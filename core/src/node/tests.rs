@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::command::Declare;
 use crate::job::{Concurrency, JobSpec, MissedPolicy};
-use crate::run::Trigger;
+use crate::run::{Run, Trigger};
 use crate::testkit::{job, name, ts};
 
 const ME: HostId = HostId(1);
@@ -334,6 +334,64 @@ fn a_run_goes_from_dispatch_to_committed_end() {
         d.events
             .iter()
             .any(|e| matches!(e, Event::DuplicateDispatch { .. }))
+    );
+}
+
+#[test]
+fn a_batch_is_reacted_to_as_its_commands_would_be_in_entries_of_their_own() {
+    let jobs = [
+        job("a", "@every 10s"),
+        job("b", "@every 10s"),
+        job("c", "@every 10s"),
+    ];
+    let mut batched = Driver::leader("2026-01-01T00:00:00Z", &jobs);
+    let mut single = Driver::leader("2026-01-01T00:00:00Z", &jobs);
+    for d in [&mut batched, &mut single] {
+        d.hold_proposals = true;
+        d.pass(Duration::from_secs(10));
+    }
+    assert_eq!(batched.held, single.held);
+    single.held.clear();
+    let mut commands: Vec<Command> = batched
+        .held
+        .drain(..)
+        .flat_map(|c| match c {
+            Command::Batch(inner) => inner,
+            other => vec![other],
+        })
+        .collect();
+    assert_eq!(commands.len(), 3, "one declaration per job: {commands:?}");
+    // The first declaration again, which the state refuses as a duplicate, and a pause
+    // that applies after the declarations it follows.
+    commands.push(commands[0].clone());
+    commands.push(Command::PauseJob {
+        name: name("c"),
+        at: batched.now.wall,
+    });
+
+    batched.commit(Command::batch(commands.clone()));
+    for command in &commands {
+        single.commit(command.clone());
+    }
+
+    assert_eq!(batched.started.len(), 3, "each declared run started once");
+    assert_eq!(batched.started, single.started);
+    assert_eq!(batched.sent, single.sent);
+    assert_eq!(
+        batched.held, single.held,
+        "the same commands proposed in reaction"
+    );
+    let runs = |d: &Driver| -> Vec<Run> { d.node.state().runs().map(|(_, r)| r.clone()).collect() };
+    assert_eq!(runs(&batched), runs(&single));
+    for d in [&mut batched, &mut single] {
+        d.hold_proposals = false;
+        d.pass(Duration::from_secs(10));
+    }
+    assert_eq!(batched.started, single.started, "and the same runs after");
+    assert_eq!(
+        batched.started.len(),
+        5,
+        "a and b ran again; c, paused, did not"
     );
 }
 
