@@ -103,22 +103,19 @@ pub(super) struct Before {
 }
 
 impl Before {
+    /// What `command` will change that the leader must know of. The node hands over a
+    /// batch's commands one by one, so a batch here is one nested in a batch, which the
+    /// state refuses whole: it changes nothing.
     pub(super) fn capture(state: &State, command: &Command) -> Before {
         let mut before = Before::default();
-        let commands: &[Command] = match command {
-            Command::Batch(commands) => commands,
-            other => core::slice::from_ref(other),
-        };
-        for command in commands {
-            if let Command::DeleteJob { name, .. } = command
-                && let Some(job) = state.job(name)
-            {
-                for id in &job.active {
-                    before
-                        .deleted_runs
-                        .push((*id, state.run(*id).and_then(|r| r.host)));
-                }
-            }
+        if let Command::DeleteJob { name, .. } = command
+            && let Some(job) = state.job(name)
+        {
+            before.deleted_runs = job
+                .active
+                .iter()
+                .map(|id| (*id, state.run(*id).and_then(|r| r.host)))
+                .collect();
         }
         before
     }

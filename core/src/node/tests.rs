@@ -395,6 +395,26 @@ fn a_batch_is_reacted_to_as_its_commands_would_be_in_entries_of_their_own() {
     );
 }
 
+#[test]
+fn a_batch_nested_in_a_batch_is_refused_and_stops_nothing() {
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[job("a", "@every 10s")]);
+    d.pass(Duration::from_secs(10));
+    let run = d.started[0].id;
+    d.execute(run, None);
+    let delete = Command::DeleteJob {
+        name: name("a"),
+        at: d.now.wall,
+    };
+    let outcome = d.commit(Command::Batch(vec![Command::Batch(vec![delete])]));
+    assert!(
+        matches!(&outcome, Outcome::Batch(o) if matches!(o.as_slice(), [Outcome::Rejected(_)])),
+        "{outcome:?}"
+    );
+    assert!(d.node.state().job(&name("a")).is_some(), "the job is kept");
+    assert!(d.node.state().run(run).unwrap().is_active());
+    assert!(d.stops.is_empty(), "its run was not stopped: {:?}", d.stops);
+}
+
 fn leadership_gap(policy: MissedPolicy) -> Driver {
     let mut spec = job("m", "* * * * *");
     spec.missed = policy;
