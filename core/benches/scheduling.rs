@@ -140,10 +140,7 @@ impl Leader {
         let declared = self
             .proposals
             .iter()
-            .flat_map(|p| match p {
-                Command::Batch(commands) => commands.as_slice(),
-                command => core::slice::from_ref(command),
-            })
+            .flat_map(Command::members)
             .filter(|c| {
                 matches!(c, Command::Declare(d) if d.host.is_some() && d.trigger == Trigger::Schedule)
             })

@@ -117,6 +117,14 @@ impl Command {
         }
     }
 
+    /// The commands this entry holds: a batch's members, or the command itself.
+    pub fn members(&self) -> &[Command] {
+        match self {
+            Command::Batch(commands) => commands,
+            command => core::slice::from_ref(command),
+        }
+    }
+
     /// Whether this is an empty batch.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -1045,11 +1045,8 @@ mod tests {
     }
 
     fn names(command: &Command) -> Vec<String> {
-        let members = match command {
-            Command::Batch(members) => members.as_slice(),
-            other => std::slice::from_ref(other),
-        };
-        members
+        command
+            .members()
             .iter()
             .map(|c| match c {
                 Command::PauseJob { name, .. } => name.to_string(),

@@ -137,7 +137,7 @@ fn plan_key(d: &Declare) -> PlanKey {
 const WARM_AHEAD: usize = 16;
 
 /// A job as the leader plans it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Plan {
     /// Fire times up to here are declared, recorded, or proposed.
     planned: Timestamp,
@@ -356,7 +356,6 @@ impl Leader {
             *slot = Some(name);
             seen += 1;
         }
-        let names = &names[..seen];
         let mut sum = 0usize;
         // One kind of lookup at a time, so that the processor has several independent
         // misses in flight rather than a chain of them.
@@ -408,14 +407,7 @@ impl Leader {
         }
         // Taken out of its slot, and put back below, so that planning can borrow the
         // leader whole. Left in the map, the entry needs no new slot when it returns.
-        let mut plan = core::mem::replace(
-            slot,
-            Plan {
-                planned: Timestamp::MIN,
-                next: None,
-                retries_proposed: BTreeSet::new(),
-            },
-        );
+        let mut plan = core::mem::take(slot);
 
         let now = ctx.now;
         let spec = &job.spec;
@@ -1060,11 +1052,7 @@ impl Leader {
     }
 
     pub(super) fn on_proposal_failed(&mut self, state: &State, command: &Command) {
-        let commands: &[Command] = match command {
-            Command::Batch(commands) => commands,
-            other => core::slice::from_ref(other),
-        };
-        for command in commands {
+        for command in command.members() {
             match command {
                 Command::LeaderStart { .. } => {}
                 Command::Declare(d) => {

@@ -355,10 +355,7 @@ fn a_batch_is_reacted_to_as_its_commands_would_be_in_entries_of_their_own() {
     let mut commands: Vec<Command> = batched
         .held
         .drain(..)
-        .flat_map(|c| match c {
-            Command::Batch(inner) => inner,
-            other => vec![other],
-        })
+        .flat_map(|c| c.members().to_vec())
         .collect();
     assert_eq!(commands.len(), 3, "one declaration per job: {commands:?}");
     // The first declaration again, which the state refuses as a duplicate, and a pause
