@@ -37,7 +37,7 @@ use crate::state::{Settings, State};
 use crate::time::{Mono, Now, Timestamp};
 
 pub use leader::TriggerError;
-pub use worker::{LocalRun, LocalStatus};
+pub use worker::{LocalRun, LocalStatus, RunLimits};
 
 use leader::Leader;
 use worker::Worker;

@@ -17,8 +17,9 @@ use super::{Effect, Event, ExecutorEvent, Message, NodeConfig, RaftStatus, Repor
 pub struct LocalRun {
     /// The run.
     pub id: RunId,
-    /// What the leader sent; none for a run the executor found after a restart.
-    pub spec: Option<RunSpec>,
+    /// What this host enforces on the run, from what the leader sent; none for a run
+    /// it holds without its spec (its executor reported it before the dispatch came).
+    pub limits: Option<RunLimits>,
     /// Its latest status, as reported to the leader.
     pub status: LocalStatus,
     /// When it started, on this host's clock.
@@ -27,6 +28,26 @@ pub struct LocalRun {
     pub stop: Option<(Reason, Mono)>,
     acked: Acked,
     next_report: Mono,
+}
+
+/// What a host enforces on a run it executes: the part of the spec it keeps. The rest
+/// (the executor spec above all) goes to the executor and is not held twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// The job's concurrency policy: a host stops `forbid` and `replace` runs when its
+    /// lease expires.
+    pub concurrency: Concurrency,
+    /// The run timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl RunLimits {
+    fn of(spec: &RunSpec) -> Self {
+        RunLimits {
+            concurrency: spec.concurrency,
+            timeout: spec.timeout(),
+        }
+    }
 }
 
 /// A local run's status.
@@ -188,11 +209,17 @@ impl Worker {
                     spec.start_by
                 )),
             };
-            self.insert(now, id, Some(spec), LocalStatus::Reported(status));
+            self.insert(
+                now,
+                id,
+                Some(RunLimits::of(&spec)),
+                LocalStatus::Reported(status),
+            );
             return Some(self.report_of(id));
         }
-        effects.push_back(Effect::StartRun(spec.clone()));
-        self.insert(now, id, Some(spec), LocalStatus::Starting);
+        // The spec moves on to the executor; this host keeps only what it enforces.
+        self.insert(now, id, Some(RunLimits::of(&spec)), LocalStatus::Starting);
+        effects.push_back(Effect::StartRun(spec));
         None
     }
 
@@ -262,14 +289,14 @@ impl Worker {
                 }
                 let local = self.runs.entry(id).or_insert_with(|| LocalRun {
                     id,
-                    spec: None,
+                    limits: None,
                     status: LocalStatus::Starting,
                     started_mono: None,
                     stop: None,
                     acked: Acked::Nothing,
                     next_report: now.mono,
                 });
-                local.spec = Some(spec);
+                local.limits = Some(RunLimits::of(&spec));
                 if local.status == LocalStatus::Starting {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at: started_at });
                     // Its timeout counts from when it really started.
@@ -286,7 +313,7 @@ impl Worker {
             ExecutorEvent::Started { run, at } => {
                 let local = self.runs.entry(run).or_insert_with(|| LocalRun {
                     id: run,
-                    spec: None,
+                    limits: None,
                     status: LocalStatus::Starting,
                     started_mono: None,
                     stop: None,
@@ -369,12 +396,12 @@ impl Worker {
         self.urgent.push(id);
     }
 
-    fn insert(&mut self, now: Now, id: RunId, spec: Option<RunSpec>, status: LocalStatus) {
+    fn insert(&mut self, now: Now, id: RunId, limits: Option<RunLimits>, status: LocalStatus) {
         self.runs.insert(
             id,
             LocalRun {
                 id,
-                spec,
+                limits,
                 status,
                 started_mono: None,
                 stop: None,
@@ -442,11 +469,8 @@ impl Worker {
                 LocalStatus::Starting | LocalStatus::Reported(ReportStatus::Started { .. })
             );
             if executing {
-                let concurrency = run
-                    .spec
-                    .as_ref()
-                    .map_or(Concurrency::Forbid, |s| s.concurrency);
-                let timeout = run.spec.as_ref().and_then(RunSpec::timeout);
+                let concurrency = run.limits.map_or(Concurrency::Forbid, |l| l.concurrency);
+                let timeout = run.limits.and_then(|l| l.timeout);
                 let timed_out = matches!((run.started_mono, timeout), (Some(s), Some(t)) if now.mono.saturating_since(s) >= t);
                 let stop_reason = if timed_out {
                     Some(Reason::Timeout)
