@@ -180,6 +180,63 @@ struct Placed {
     request: Request,
 }
 
+/// What the leader keeps of one declared run: its dispatch, until the host reports the
+/// run started, and the resources placed for it, until it ends.
+#[derive(Debug, Default)]
+struct Tracked {
+    dispatch: Option<Dispatch>,
+    placed: Option<Placed>,
+}
+
+/// The runs the leader keeps after, in one map: a run declared and dispatched costs one
+/// insertion, and ending it one removal.
+#[derive(Debug, Default)]
+struct InFlight(BTreeMap<RunId, Tracked>);
+
+impl InFlight {
+    fn dispatch(&self, id: RunId) -> Option<&Dispatch> {
+        self.0.get(&id).and_then(|t| t.dispatch.as_ref())
+    }
+
+    fn dispatches(&self) -> impl Iterator<Item = (RunId, &Dispatch)> {
+        self.0
+            .iter()
+            .filter_map(|(id, t)| Some((*id, t.dispatch.as_ref()?)))
+    }
+
+    fn dispatches_mut(&mut self) -> impl Iterator<Item = &mut Dispatch> {
+        self.0.values_mut().filter_map(|t| t.dispatch.as_mut())
+    }
+
+    fn placed_mut(&mut self) -> impl Iterator<Item = &mut Placed> {
+        self.0.values_mut().filter_map(|t| t.placed.as_mut())
+    }
+
+    /// The run's dispatch, made with `new` if it has none.
+    fn dispatch_or(&mut self, id: RunId, new: Dispatch) -> &mut Dispatch {
+        self.0.entry(id).or_default().dispatch.get_or_insert(new)
+    }
+
+    fn place(&mut self, id: RunId, placed: Placed) {
+        self.0.entry(id).or_default().placed = Some(placed);
+    }
+
+    /// Forgets the run's dispatch (it started, or will never be sent again).
+    fn end_dispatch(&mut self, id: RunId) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.0.entry(id) {
+            e.get_mut().dispatch = None;
+            if e.get().placed.is_none() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Forgets the run (it ended, or is gone); answers what was placed for it.
+    fn remove(&mut self, id: RunId) -> Option<Placed> {
+        self.0.remove(&id).and_then(|t| t.placed)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Leader {
     term: u64,
@@ -193,13 +250,13 @@ pub(super) struct Leader {
     /// Jobs by due time.
     due: DueQueue,
     plans: HashMap<JobName, Plan, FixedHash>,
-    dispatches: BTreeMap<RunId, Dispatch>,
+    /// Declared runs' dispatches and placements.
+    inflight: InFlight,
     /// The dispatches that wait for the runs they replace to end.
     waiting: BTreeSet<RunId>,
     /// Runs with a start or end proposed and not applied.
     proposing: BTreeSet<RunId>,
     placed_plans: HashMap<PlanKey, Placed, FixedHash>,
-    placed_runs: BTreeMap<RunId, Placed>,
     loads: BTreeMap<HostId, Pending>,
     hosts: BTreeMap<HostId, HostTrack>,
     outbox: Vec<Command>,
@@ -220,11 +277,10 @@ impl Leader {
             start_retry_at: now.mono + Duration::from_secs(2),
             due: DueQueue::default(),
             plans: HashMap::default(),
-            dispatches: BTreeMap::new(),
+            inflight: InFlight::default(),
             waiting: BTreeSet::new(),
             proposing: BTreeSet::new(),
             placed_plans: HashMap::default(),
-            placed_runs: BTreeMap::new(),
             loads: BTreeMap::new(),
             hosts: BTreeMap::new(),
             outbox: Vec::new(),
@@ -679,8 +735,7 @@ impl Leader {
             self.react(ctx, command, outcome);
         }
         for (run, host) in before.deleted_runs {
-            self.dispatches.remove(&run);
-            let placed = self.placed_runs.remove(&run);
+            let placed = self.inflight.remove(run);
             self.unplace(placed);
             if let Some(host) = host {
                 ctx.send(
@@ -716,7 +771,7 @@ impl Leader {
                 match outcome {
                     Outcome::Declared { run } => {
                         if let Some(p) = placed {
-                            self.placed_runs.insert(*run, p);
+                            self.inflight.place(*run, p);
                         }
                         let state = ctx.state;
                         let Some(r) = state.run(*run) else {
@@ -752,7 +807,7 @@ impl Leader {
             }
             (Command::MarkStarted { run, host, .. }, _) => {
                 self.proposing.remove(run);
-                self.dispatches.remove(run);
+                self.inflight.end_dispatch(*run);
                 let finished = ctx.state.run(*run).is_none_or(|r| !r.is_active());
                 ctx.send(
                     *host,
@@ -765,8 +820,7 @@ impl Leader {
             }
             (Command::MarkFinished(f), outcome) => {
                 self.proposing.remove(&f.run);
-                self.dispatches.remove(&f.run);
-                let placed = self.placed_runs.remove(&f.run);
+                let placed = self.inflight.remove(f.run);
                 self.unplace(placed);
                 if let Some(host) = f.host {
                     ctx.send(
@@ -855,7 +909,7 @@ impl Leader {
             Some(run) => self.dispatch_run(ctx, run, inherited),
             None => {
                 self.waiting.remove(&id);
-                self.dispatches.remove(&id);
+                self.inflight.end_dispatch(id);
             }
         }
     }
@@ -865,19 +919,22 @@ impl Leader {
         let id = run.id;
         self.waiting.remove(&id);
         let (RunState::Declared, Some(host)) = (run.state, run.host) else {
-            self.dispatches.remove(&id);
+            self.inflight.end_dispatch(id);
             return;
         };
         let waiting = run
             .waits_for
             .iter()
             .any(|w| ctx.state.run(*w).is_some_and(|r| r.is_active()));
-        let entry = self.dispatches.entry(id).or_insert(Dispatch {
-            host,
-            deadline: ctx.now.mono,
-            sent: 0,
-            waiting,
-        });
+        let entry = self.inflight.dispatch_or(
+            id,
+            Dispatch {
+                host,
+                deadline: ctx.now.mono,
+                sent: 0,
+                waiting,
+            },
+        );
         entry.waiting = waiting;
         if waiting {
             self.waiting.insert(id);
@@ -1025,8 +1082,8 @@ impl Leader {
                 // The host does not have it (it restarted, or the dispatch was lost):
                 // send it again, if its last sending is not too recent.
                 let due = self
-                    .dispatches
-                    .get(&id)
+                    .inflight
+                    .dispatch(id)
                     .is_none_or(|d| d.deadline <= ctx.now.mono);
                 if due {
                     self.dispatch(ctx, id, false);
@@ -1089,7 +1146,7 @@ impl Leader {
                 for placed in self
                     .placed_plans
                     .values_mut()
-                    .chain(self.placed_runs.values_mut())
+                    .chain(self.inflight.placed_mut())
                 {
                     if placed.host == *host
                         && placed.at < cutoff
@@ -1107,7 +1164,7 @@ impl Leader {
             }
             Change::Up(host) | Change::Restarted(host) => {
                 // Resend at once whatever waits for this host.
-                for d in self.dispatches.values_mut() {
+                for d in self.inflight.dispatches_mut() {
                     if d.host == *host {
                         d.deadline = now.mono;
                     }
@@ -1284,10 +1341,10 @@ impl Leader {
     fn check_dispatches(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let due: Vec<RunId> = self
-            .dispatches
-            .iter()
+            .inflight
+            .dispatches()
             .filter(|(_, d)| d.waiting || d.deadline <= now.mono)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in due {
             if self.proposing.contains(&id) {
@@ -1299,7 +1356,7 @@ impl Leader {
                 .filter(|r| r.state == RunState::Declared)
                 .and_then(|r| r.host)
             else {
-                self.dispatches.remove(&id);
+                self.inflight.end_dispatch(id);
                 continue;
             };
             if self.hosts.get(&host).is_some_and(|t| t.fenced.is_some()) {
@@ -1349,7 +1406,7 @@ impl Leader {
             });
             for (id, state) in runs {
                 self.proposing.insert(id);
-                self.dispatches.remove(&id);
+                self.inflight.end_dispatch(id);
                 let (reason, detail) = if state == RunState::Declared {
                     (
                         Reason::DispatchLost,
