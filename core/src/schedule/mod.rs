@@ -69,7 +69,10 @@ use crate::time::Timestamp;
 
 /// A parsed schedule expression (without its zone, which the job holds beside it).
 ///
-/// Cloning is cheap: the parsed form is shared. Two schedules are equal when their
+/// Cloning is cheap: the parsed form is shared. The simple kinds (`@every`, `@at`,
+/// `@manually`) are held beside the shared part, so that their fire times are computed
+/// without reading it: in a state of many jobs that read is a cache miss, and most
+/// schedules are simple. Two schedules are equal when their
 /// expressions are written the same (after trimming). With serde, a schedule is its
 /// expression as a string, and deserializing parses it.
 ///
@@ -77,29 +80,36 @@ use crate::time::Timestamp;
 /// [`Schedule::source`], [`Schedule::is_one_shot`], [`Schedule::is_manual`] and
 /// [`Schedule::every`] describe it.
 #[derive(Clone)]
-pub struct Schedule(Arc<Parsed>);
+pub struct Schedule {
+    kind: Kind,
+    shared: Arc<Shared>,
+}
 
 impl Schedule {
-    /// Reads the parsed schedule's first bytes (the count of its shared pointer), so
-    /// that it is in cache when it is next needed.
+    /// Reads what computing a fire time will read (the shared part's first bytes, for
+    /// a crontab line), so that it is in cache when it is next needed.
     pub(crate) fn touch(&self) -> usize {
-        Arc::strong_count(&self.0)
+        match self.kind {
+            Kind::Cron => Arc::strong_count(&self.shared),
+            _ => 0,
+        }
     }
 }
 
-struct Parsed {
+/// The part of a schedule its clones share.
+struct Shared {
     source: Box<str>,
-    kind: Kind,
+    /// The rule of a crontab line (or macro); `None` for the other kinds.
+    cron: Option<CronRule>,
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a Kind lives behind the schedule's Arc, and boxing the crontab rule would add \
-              an allocation to the most common kind to save bytes on the rare others"
-)]
+#[derive(Clone, Copy)]
 enum Kind {
-    Cron(CronRule),
-    Every { period_s: u64 },
+    /// A crontab line; its rule is in [`Shared::cron`].
+    Cron,
+    Every {
+        period_s: u64,
+    },
     At(Timestamp),
     Manual,
 }
@@ -127,20 +137,23 @@ impl Schedule {
                 len_bytes: source.len(),
             });
         }
-        let kind = if source.starts_with('@') {
+        let (kind, cron) = if source.starts_with('@') {
             parse_macro(source)?
         } else {
-            Kind::Cron(CronRule::parse(source)?)
+            (Kind::Cron, Some(CronRule::parse(source)?))
         };
-        Ok(Schedule(Arc::new(Parsed {
-            source: source.into(),
+        Ok(Schedule {
             kind,
-        })))
+            shared: Arc::new(Shared {
+                source: source.into(),
+                cron,
+            }),
+        })
     }
 
     /// The expression as given, without leading and trailing whitespace.
     pub fn source(&self) -> &str {
-        &self.0.source
+        &self.shared.source
     }
 
     /// The first fire strictly after `after`, with wall-clock fields read in `zone`;
@@ -151,61 +164,65 @@ impl Schedule {
     /// It takes bounded time for every input: a crontab line that can never match (such
     /// as `0 0 30 2 *`) gives `None` after searching up to 2100.
     pub fn next_after(&self, after: Timestamp, zone: Tz, anchor: Timestamp) -> Option<Timestamp> {
-        match &self.0.kind {
-            Kind::Cron(rule) => rule.next_after(after, zone),
-            Kind::Every { period_s } => every::next_after(*period_s, anchor, after),
-            Kind::At(at) => (*at > after).then_some(*at),
+        match self.kind {
+            Kind::Cron => self.shared.cron.as_ref()?.next_after(after, zone),
+            Kind::Every { period_s } => every::next_after(period_s, anchor, after),
+            Kind::At(at) => (at > after).then_some(at),
             Kind::Manual => None,
         }
     }
 
     /// Whether this is an `@at` schedule, which fires once.
     pub fn is_one_shot(&self) -> bool {
-        matches!(self.0.kind, Kind::At(_))
+        matches!(self.kind, Kind::At(_))
     }
 
     /// Whether this is `@manually`, which never fires by schedule.
     pub fn is_manual(&self) -> bool {
-        matches!(self.0.kind, Kind::Manual)
+        matches!(self.kind, Kind::Manual)
     }
 
     /// For `@every`, its period; `None` for any other schedule.
     pub fn every(&self) -> Option<Duration> {
-        match self.0.kind {
+        match self.kind {
             Kind::Every { period_s } => Some(Duration::from_secs(period_s)),
             _ => None,
         }
     }
 }
 
-fn parse_macro(source: &str) -> Result<Kind, ScheduleError> {
+/// Parses a macro: its kind, and its rule if it stands for a crontab line.
+fn parse_macro(source: &str) -> Result<(Kind, Option<CronRule>), ScheduleError> {
     let (name, argument) = source
         .split_once([' ', '\t'])
         .map_or((source, ""), |(name, rest)| (name, rest.trim()));
     if name.eq_ignore_ascii_case("@every") {
-        return Ok(Kind::Every {
-            period_s: every::parse_period(argument)?,
-        });
+        return Ok((
+            Kind::Every {
+                period_s: every::parse_period(argument)?,
+            },
+            None,
+        ));
     }
     if name.eq_ignore_ascii_case("@at") {
         if argument.is_empty() {
             return Err(ScheduleError::MissingInstant);
         }
         return Timestamp::parse_rfc3339(argument)
-            .map(Kind::At)
+            .map(|at| (Kind::At(at), None))
             .ok_or_else(|| ScheduleError::Instant {
                 text: quoted(argument),
             });
     }
-    let kind = if name.eq_ignore_ascii_case("@manually") {
-        Kind::Manual
+    let parsed = if name.eq_ignore_ascii_case("@manually") {
+        (Kind::Manual, None)
     } else {
         let line = MACROS
             .iter()
             .find(|(macro_name, _)| macro_name.eq_ignore_ascii_case(name))
             .map(|(_, line)| *line)
             .ok_or_else(|| ScheduleError::UnknownMacro { text: quoted(name) })?;
-        Kind::Cron(CronRule::parse(line)?)
+        (Kind::Cron, Some(CronRule::parse(line)?))
     };
     if !argument.is_empty() {
         return Err(ScheduleError::UnexpectedArgument {
@@ -213,7 +230,7 @@ fn parse_macro(source: &str) -> Result<Kind, ScheduleError> {
             text: quoted(argument),
         });
     }
-    Ok(kind)
+    Ok(parsed)
 }
 
 /// Parses an IANA zone name such as `Europe/Berlin` or `UTC`.
