@@ -121,16 +121,61 @@ impl Before {
     }
 }
 
-/// Identifies a planned declaration before the log gives it a run id.
-type PlanKey = (JobName, Timestamp, u32, bool);
+/// How long a declaration this leader proposed is remembered without its proposal
+/// applying or failing (the proposal was lost: it frees what it placed).
+const PROPOSED_KEPT: Duration = Duration::from_secs(60);
 
-fn plan_key(d: &Declare) -> PlanKey {
-    (
-        d.job.clone(),
-        d.scheduled_at,
-        d.attempt,
-        matches!(d.trigger, Trigger::Manual { .. }),
-    )
+/// A declaration this leader proposed, until it applies or its proposal fails.
+#[derive(Debug)]
+struct ProposedDeclare {
+    job: JobName,
+    scheduled_at: Timestamp,
+    attempt: u32,
+    manual: bool,
+    at: Mono,
+    /// What it placed on a host: none for a declaration that takes no room.
+    placed: Option<Placed>,
+}
+
+impl ProposedDeclare {
+    fn is(&self, d: &Declare) -> bool {
+        self.scheduled_at == d.scheduled_at
+            && self.attempt == d.attempt
+            && self.manual == matches!(d.trigger, Trigger::Manual { .. })
+            && self.job == d.job
+    }
+}
+
+/// The declarations this leader proposed, in the order it proposed them. The log applies
+/// them in that order, so the one an applied declaration is looked for is nearly always
+/// the first: found without hashing, in memory read in order.
+#[derive(Debug, Default)]
+struct Proposed(VecDeque<ProposedDeclare>);
+
+impl Proposed {
+    fn push(&mut self, proposed: ProposedDeclare) {
+        self.0.push_back(proposed);
+    }
+
+    /// Forgets the declaration `d` (it applied, or its proposal failed); answers what it
+    /// placed. `None` also for a declaration this leader did not propose.
+    fn take(&mut self, d: &Declare) -> Option<Placed> {
+        let index = self.0.iter().position(|p| p.is(d))?;
+        self.0.remove(index)?.placed
+    }
+
+    fn placed_mut(&mut self) -> impl Iterator<Item = &mut Placed> {
+        self.0.iter_mut().filter_map(|p| p.placed.as_mut())
+    }
+
+    /// Forgets the declarations proposed before `cutoff`; answers what they placed.
+    fn expire(&mut self, cutoff: Mono) -> Vec<Placed> {
+        let mut freed = Vec::new();
+        while self.0.front().is_some_and(|p| p.at < cutoff) {
+            freed.extend(self.0.pop_front().and_then(|p| p.placed));
+        }
+        freed
+    }
 }
 
 /// How many due jobs [`Leader::warm_due`] reads ahead.
@@ -256,7 +301,8 @@ pub(super) struct Leader {
     waiting: BTreeSet<RunId>,
     /// Runs with a start or end proposed and not applied.
     proposing: BTreeSet<RunId>,
-    placed_plans: HashMap<PlanKey, Placed, FixedHash>,
+    /// Declarations proposed and not yet applied, with what they placed.
+    proposed: Proposed,
     loads: BTreeMap<HostId, Pending>,
     hosts: BTreeMap<HostId, HostTrack>,
     outbox: Vec<Command>,
@@ -280,7 +326,7 @@ impl Leader {
             inflight: InFlight::default(),
             waiting: BTreeSet::new(),
             proposing: BTreeSet::new(),
-            placed_plans: HashMap::default(),
+            proposed: Proposed::default(),
             loads: BTreeMap::new(),
             hosts: BTreeMap::new(),
             outbox: Vec::new(),
@@ -616,18 +662,26 @@ impl Leader {
             at: ctx.now.wall,
         };
         // A fire the state will skip takes no room on any host.
-        if let (Some(host), false) = (host, blocked) {
-            let request = job.spec.placement_request();
-            self.loads.entry(host).or_default().add(&request);
-            self.placed_plans.insert(
-                plan_key(&declare),
-                Placed {
+        let placed = match (host, blocked) {
+            (Some(host), false) => {
+                let request = job.spec.placement_request();
+                self.loads.entry(host).or_default().add(&request);
+                Some(Placed {
                     host,
                     at: ctx.now.mono,
                     request,
-                },
-            );
-        }
+                })
+            }
+            _ => None,
+        };
+        self.proposed.push(ProposedDeclare {
+            job: declare.job.clone(),
+            scheduled_at,
+            attempt,
+            manual: matches!(trigger, Trigger::Manual { .. }),
+            at: ctx.now.mono,
+            placed,
+        });
         declare
     }
 
@@ -762,7 +816,7 @@ impl Leader {
                 self.resync_job(ctx.state, name, false);
             }
             (Command::Declare(d), outcome) => {
-                let placed = self.placed_plans.remove(&plan_key(d));
+                let placed = self.proposed.take(d);
                 if d.trigger == Trigger::Retry
                     && let Some(plan) = self.plans.get_mut(&d.job)
                 {
@@ -1113,7 +1167,7 @@ impl Leader {
             match command {
                 Command::LeaderStart { .. } => {}
                 Command::Declare(d) => {
-                    let placed = self.placed_plans.remove(&plan_key(d));
+                    let placed = self.proposed.take(d);
                     self.unplace(placed);
                     if let Some(plan) = self.plans.get_mut(&d.job) {
                         plan.retries_proposed.remove(&(d.scheduled_at, d.attempt));
@@ -1143,11 +1197,7 @@ impl Leader {
                         .saturating_sub(reflected.as_millis() as u64),
                 );
                 let mut freed = Vec::new();
-                for placed in self
-                    .placed_plans
-                    .values_mut()
-                    .chain(self.inflight.placed_mut())
-                {
+                for placed in self.proposed.placed_mut().chain(self.inflight.placed_mut()) {
                     if placed.host == *host
                         && placed.at < cutoff
                         && placed.request != Request::default()
@@ -1201,6 +1251,14 @@ impl Leader {
             self.next_housekeeping = now.mono + ctx.ms(ctx.config.timing.housekeeping_ms.max(1));
             self.check_dispatches(ctx);
             self.check_lost_hosts(ctx);
+            let cutoff = Mono::from_millis(
+                now.mono
+                    .as_millis()
+                    .saturating_sub(PROPOSED_KEPT.as_millis() as u64),
+            );
+            for placed in self.proposed.expire(cutoff) {
+                self.unplace(Some(placed));
+            }
             if now.mono >= self.next_stop_resend {
                 self.next_stop_resend = now.mono + ctx.ms(ctx.config.timing.stop_retry_ms.max(1));
                 let stopping: Vec<RunId> = ctx
@@ -1612,5 +1670,83 @@ impl Emitter {
                 at: self.at,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{name, ts};
+
+    fn declare(job: &str, at: &str, trigger: Trigger) -> Declare {
+        Declare {
+            job: name(job),
+            scheduled_at: ts(at),
+            attempt: 1,
+            trigger,
+            host: Some(HostId(1)),
+            term: 1,
+            at: ts(at),
+        }
+    }
+
+    fn proposed(d: &Declare, at_ms: u64, placed_on: Option<u64>) -> ProposedDeclare {
+        ProposedDeclare {
+            job: d.job.clone(),
+            scheduled_at: d.scheduled_at,
+            attempt: d.attempt,
+            manual: matches!(d.trigger, Trigger::Manual { .. }),
+            at: Mono::from_millis(at_ms),
+            placed: placed_on.map(|host| Placed {
+                host: HostId(host),
+                at: Mono::from_millis(at_ms),
+                request: Request::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_proposed_declaration_is_found_in_or_out_of_order_and_only_once() {
+        let a = declare("a", "2026-01-01T00:00:00Z", Trigger::Schedule);
+        let b = declare("b", "2026-01-01T00:00:00Z", Trigger::Schedule);
+        let c = declare("a", "2026-01-01T00:00:01Z", Trigger::Schedule);
+        let manual = declare(
+            "a",
+            "2026-01-01T00:00:00Z",
+            Trigger::Manual { force: false },
+        );
+        let mut list = Proposed::default();
+        list.push(proposed(&a, 0, Some(1)));
+        list.push(proposed(&b, 0, None));
+        list.push(proposed(&c, 0, Some(3)));
+
+        // Out of order: the later one first.
+        assert_eq!(list.take(&c).map(|p| p.host), Some(HostId(3)));
+        // Same job and time, but manual: not the scheduled one.
+        assert!(list.take(&manual).is_none());
+        assert_eq!(list.take(&a).map(|p| p.host), Some(HostId(1)));
+        assert!(list.take(&a).is_none(), "taken twice");
+        // Found, but it placed nothing.
+        assert!(list.take(&b).is_none());
+        assert!(list.0.is_empty(), "{:?}", list.0);
+    }
+
+    #[test]
+    fn declarations_proposed_before_the_cutoff_expire_and_free_what_they_placed() {
+        let a = declare("a", "2026-01-01T00:00:00Z", Trigger::Schedule);
+        let b = declare("b", "2026-01-01T00:00:00Z", Trigger::Schedule);
+        let c = declare("c", "2026-01-01T00:00:00Z", Trigger::Schedule);
+        let mut list = Proposed::default();
+        list.push(proposed(&a, 1_000, Some(1)));
+        list.push(proposed(&b, 2_000, None));
+        list.push(proposed(&c, 3_000, Some(3)));
+
+        let freed = list.expire(Mono::from_millis(3_000));
+        assert_eq!(
+            freed.iter().map(|p| p.host).collect::<Vec<_>>(),
+            [HostId(1)]
+        );
+        assert!(list.take(&a).is_none() && list.take(&b).is_none());
+        assert_eq!(list.take(&c).map(|p| p.host), Some(HostId(3)));
     }
 }
