@@ -14,12 +14,13 @@
 //! hosts about running ones, and only then plans fires, the missed ones first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::FixedHash;
 use crate::command::{Command, Declare, Finish, Outcome};
 use crate::host::HostId;
-use crate::job::{Concurrency, JobName, JobSpec, MissedPolicy, Request};
+use crate::job::{Concurrency, ExecutorSpec, JobName, JobSpec, MissedPolicy, Request};
 use crate::membership::{Change, Liveness, Membership};
 use crate::placement::{self, Candidate, Need, Pending};
 use crate::run::{Reason, Run, RunId, RunSpec, RunState, Trigger};
@@ -135,6 +136,9 @@ struct ProposedDeclare {
     at: Mono,
     /// What it placed on a host: none for a declaration that takes no room.
     placed: Option<Placed>,
+    /// The job's executor spec when it was declared, shared while it was still in cache,
+    /// so that the dispatch need not reach for it again (see [`run_spec`]).
+    executor: Arc<ExecutorSpec>,
 }
 
 impl ProposedDeclare {
@@ -157,11 +161,11 @@ impl Proposed {
         self.0.push_back(proposed);
     }
 
-    /// Forgets the declaration `d` (it applied, or its proposal failed); answers what it
-    /// placed. `None` also for a declaration this leader did not propose.
-    fn take(&mut self, d: &Declare) -> Option<Placed> {
+    /// Forgets the declaration `d` (it applied, or its proposal failed) and answers it;
+    /// `None` for a declaration this leader did not propose.
+    fn take(&mut self, d: &Declare) -> Option<ProposedDeclare> {
         let index = self.0.iter().position(|p| p.is(d))?;
-        self.0.remove(index)?.placed
+        self.0.remove(index)
     }
 
     fn placed_mut(&mut self) -> impl Iterator<Item = &mut Placed> {
@@ -476,7 +480,7 @@ impl Leader {
         for job in jobs.iter().flatten() {
             sum = sum
                 .wrapping_add(job.spec.schedule.touch())
-                .wrapping_add(std::sync::Arc::strong_count(&job.spec.executor))
+                .wrapping_add(Arc::strong_count(&job.spec.executor))
                 .wrapping_add(touch_planned_fields(job));
         }
         std::hint::black_box(sum);
@@ -681,6 +685,7 @@ impl Leader {
             manual: matches!(trigger, Trigger::Manual { .. }),
             at: ctx.now.mono,
             placed,
+            executor: Arc::clone(&job.spec.executor),
         });
         declare
     }
@@ -816,7 +821,10 @@ impl Leader {
                 self.resync_job(ctx.state, name, false);
             }
             (Command::Declare(d), outcome) => {
-                let placed = self.proposed.take(d);
+                let (placed, executor) = self
+                    .proposed
+                    .take(d)
+                    .map_or((None, None), |p| (p.placed, Some(p.executor)));
                 if d.trigger == Trigger::Retry
                     && let Some(plan) = self.plans.get_mut(&d.job)
                 {
@@ -841,7 +849,7 @@ impl Leader {
                                 self.send_stop(ctx, *old);
                             }
                         }
-                        self.dispatch_run(ctx, r, false);
+                        self.dispatch_run(ctx, r, false, executor);
                     }
                     Outcome::Recorded { run, state, reason } => {
                         self.unplace(placed);
@@ -960,7 +968,7 @@ impl Leader {
     fn dispatch(&mut self, ctx: &mut Ctx<'_>, id: RunId, inherited: bool) {
         let state = ctx.state;
         match state.run(id) {
-            Some(run) => self.dispatch_run(ctx, run, inherited),
+            Some(run) => self.dispatch_run(ctx, run, inherited, None),
             None => {
                 self.waiting.remove(&id);
                 self.inflight.end_dispatch(id);
@@ -969,7 +977,14 @@ impl Leader {
     }
 
     /// [`Leader::dispatch`] of a run the caller has looked up already.
-    fn dispatch_run(&mut self, ctx: &mut Ctx<'_>, run: &Run, inherited: bool) {
+    /// `executor`: the job's executor spec as it was declared, if the caller has it.
+    fn dispatch_run(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        run: &Run,
+        inherited: bool,
+        executor: Option<Arc<ExecutorSpec>>,
+    ) {
         let id = run.id;
         self.waiting.remove(&id);
         let (RunState::Declared, Some(host)) = (run.state, run.host) else {
@@ -1000,7 +1015,7 @@ impl Leader {
         if host != ctx.me() && !quorum_fresh(ctx) {
             return;
         }
-        let Some(spec) = run_spec(ctx, run) else {
+        let Some(spec) = run_spec(ctx, run, executor) else {
             return;
         };
         entry.sent += 1;
@@ -1167,7 +1182,7 @@ impl Leader {
             match command {
                 Command::LeaderStart { .. } => {}
                 Command::Declare(d) => {
-                    let placed = self.proposed.take(d);
+                    let placed = self.proposed.take(d).and_then(|p| p.placed);
                     self.unplace(placed);
                     if let Some(plan) = self.plans.get_mut(&d.job) {
                         plan.retries_proposed.remove(&(d.scheduled_at, d.attempt));
@@ -1581,15 +1596,23 @@ fn start_by(ctx: &Ctx<'_>, run: &Run, job: &JobRecord) -> Timestamp {
     (base + job.spec.starting_deadline()).max(floor)
 }
 
-/// What a host needs to start `run`, or none when its job is gone.
-fn run_spec(ctx: &Ctx<'_>, run: &Run) -> Option<RunSpec> {
+/// What a host needs to start `run`, or none when its job is gone. `declared` is the
+/// job's executor spec as it was when the run was declared, if the caller kept it: used
+/// when the job still holds that same spec. Sharing the job's own copy would count a
+/// new reference on memory long out of cache, and that count waits for every memory
+/// access before it.
+fn run_spec(ctx: &Ctx<'_>, run: &Run, declared: Option<Arc<ExecutorSpec>>) -> Option<RunSpec> {
     let job = ctx.state.job(&run.job)?;
+    let executor = match declared {
+        Some(e) if Arc::ptr_eq(&e, &job.spec.executor) => e,
+        _ => Arc::clone(&job.spec.executor),
+    };
     Some(RunSpec {
         id: run.id,
         job: run.job.clone(),
         scheduled_at: run.scheduled_at,
         attempt: run.attempt,
-        executor: job.spec.executor.clone(),
+        executor,
         timeout_ms: job.spec.timeout_s.map(|s| s.saturating_mul(1000)),
         concurrency: job.spec.concurrency,
         start_by: start_by(ctx, run, job),
@@ -1676,7 +1699,7 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{name, ts};
+    use crate::testkit::{job, name, ts};
 
     fn declare(job: &str, at: &str, trigger: Trigger) -> Declare {
         Declare {
@@ -1702,6 +1725,7 @@ mod tests {
                 at: Mono::from_millis(at_ms),
                 request: Request::default(),
             }),
+            executor: job(d.job.as_str(), "@hourly").executor,
         }
     }
 
@@ -1721,13 +1745,20 @@ mod tests {
         list.push(proposed(&c, 0, Some(3)));
 
         // Out of order: the later one first.
-        assert_eq!(list.take(&c).map(|p| p.host), Some(HostId(3)));
+        assert_eq!(
+            list.take(&c).and_then(|p| p.placed).map(|p| p.host),
+            Some(HostId(3))
+        );
         // Same job and time, but manual: not the scheduled one.
         assert!(list.take(&manual).is_none());
-        assert_eq!(list.take(&a).map(|p| p.host), Some(HostId(1)));
+        assert_eq!(
+            list.take(&a).and_then(|p| p.placed).map(|p| p.host),
+            Some(HostId(1))
+        );
         assert!(list.take(&a).is_none(), "taken twice");
         // Found, but it placed nothing.
-        assert!(list.take(&b).is_none());
+        let b = list.take(&b).expect("b was proposed");
+        assert!(b.placed.is_none());
         assert!(list.0.is_empty(), "{:?}", list.0);
     }
 
@@ -1747,6 +1778,9 @@ mod tests {
             [HostId(1)]
         );
         assert!(list.take(&a).is_none() && list.take(&b).is_none());
-        assert_eq!(list.take(&c).map(|p| p.host), Some(HostId(3)));
+        assert_eq!(
+            list.take(&c).and_then(|p| p.placed).map(|p| p.host),
+            Some(HostId(3))
+        );
     }
 }

@@ -2,11 +2,12 @@
 //! commit at once, the executor is the test itself.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::command::Declare;
-use crate::job::{Concurrency, JobSpec, MissedPolicy};
+use crate::job::{Concurrency, ExecutorSpec, JobSpec, MissedPolicy, ProcessSpec};
 use crate::run::{Run, Trigger};
 use crate::testkit::{job, name, ts};
 
@@ -301,6 +302,34 @@ fn due_fires_are_declared_on_time_and_dispatched_once() {
             .iter()
             .all(|s| s.start_by >= s.scheduled_at + Duration::from_secs(300))
     );
+}
+
+#[test]
+fn a_run_is_dispatched_with_the_executor_its_job_has_when_the_declaration_applies() {
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[job("a", "*/10 * * * * *")]);
+    d.hold_proposals = true;
+    d.pass(Duration::from_secs(10));
+    let held = std::mem::take(&mut d.held);
+    assert_eq!(held.iter().map(Command::len).sum::<usize>(), 1, "{held:?}");
+    // The job's command changes after the leader declared the fire and before the
+    // declaration applies.
+    let mut changed = job("a", "*/10 * * * * *");
+    changed.executor = Arc::new(ExecutorSpec::Process(ProcessSpec {
+        command: vec!["echo".into(), "changed".into()],
+        env: Default::default(),
+        cwd: None,
+    }));
+    d.hold_proposals = false;
+    d.commit(Command::PutJob {
+        spec: Box::new(changed.clone()),
+        replace: true,
+        at: d.now.wall,
+    });
+    for command in held {
+        d.commit(command);
+    }
+    assert_eq!(d.started.len(), 1, "{:?}", d.started);
+    assert_eq!(d.started[0].executor, changed.executor);
 }
 
 #[test]
