@@ -2,6 +2,7 @@
 //! run timeouts and the lease, and report each run's fate until the leader
 //! acknowledges it.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -28,6 +29,20 @@ pub struct LocalRun {
     pub stop: Option<(Reason, Mono)>,
     acked: Acked,
     next_report: Mono,
+}
+
+impl LocalRun {
+    fn new(now: Now, id: RunId, limits: Option<RunLimits>, status: LocalStatus) -> Self {
+        LocalRun {
+            id,
+            limits,
+            status,
+            started_mono: None,
+            stop: None,
+            acked: Acked::Nothing,
+            next_report: now.mono,
+        }
+    }
 }
 
 /// What a host enforces on a run it executes: the part of the spec it keeps. The rest
@@ -193,10 +208,14 @@ impl Worker {
         effects: &mut VecDeque<Effect>,
     ) -> Option<Message> {
         let id = spec.id;
-        if self.runs.contains_key(&id) || self.ended.contains_key(&id) {
-            effects.push_back(Effect::Event(Event::DuplicateDispatch { run: id }));
-            return Some(self.report_of(id));
-        }
+        let vacant = match self.runs.entry(id) {
+            Entry::Vacant(slot) if !self.ended.contains_key(&id) => slot,
+            _ => {
+                effects.push_back(Effect::Event(Event::DuplicateDispatch { run: id }));
+                return Some(self.report_of(id));
+            }
+        };
+        let limits = Some(RunLimits::of(&spec));
         if now.wall > spec.start_by {
             effects.push_back(Effect::Event(Event::DispatchExpired { run: id }));
             let status = ReportStatus::Finished {
@@ -209,16 +228,16 @@ impl Worker {
                     spec.start_by
                 )),
             };
-            self.insert(
+            vacant.insert(LocalRun::new(
                 now,
                 id,
-                Some(RunLimits::of(&spec)),
+                limits,
                 LocalStatus::Reported(status),
-            );
+            ));
             return Some(self.report_of(id));
         }
         // The spec moves on to the executor; this host keeps only what it enforces.
-        self.insert(now, id, Some(RunLimits::of(&spec)), LocalStatus::Starting);
+        vacant.insert(LocalRun::new(now, id, limits, LocalStatus::Starting));
         effects.push_back(Effect::StartRun(spec));
         None
     }
@@ -287,15 +306,10 @@ impl Worker {
                 if self.ended.contains_key(&id) {
                     return;
                 }
-                let local = self.runs.entry(id).or_insert_with(|| LocalRun {
-                    id,
-                    limits: None,
-                    status: LocalStatus::Starting,
-                    started_mono: None,
-                    stop: None,
-                    acked: Acked::Nothing,
-                    next_report: now.mono,
-                });
+                let local = self
+                    .runs
+                    .entry(id)
+                    .or_insert_with(|| LocalRun::new(now, id, None, LocalStatus::Starting));
                 local.limits = Some(RunLimits::of(&spec));
                 if local.status == LocalStatus::Starting {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at: started_at });
@@ -311,15 +325,10 @@ impl Worker {
                 }
             }
             ExecutorEvent::Started { run, at } => {
-                let local = self.runs.entry(run).or_insert_with(|| LocalRun {
-                    id: run,
-                    limits: None,
-                    status: LocalStatus::Starting,
-                    started_mono: None,
-                    stop: None,
-                    acked: Acked::Nothing,
-                    next_report: now.mono,
-                });
+                let local = self
+                    .runs
+                    .entry(run)
+                    .or_insert_with(|| LocalRun::new(now, run, None, LocalStatus::Starting));
                 if local.status == LocalStatus::Starting {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at });
                     local.started_mono = Some(now.mono);
@@ -397,18 +406,7 @@ impl Worker {
     }
 
     fn insert(&mut self, now: Now, id: RunId, limits: Option<RunLimits>, status: LocalStatus) {
-        self.runs.insert(
-            id,
-            LocalRun {
-                id,
-                limits,
-                status,
-                started_mono: None,
-                stop: None,
-                acked: Acked::Nothing,
-                next_report: now.mono,
-            },
-        );
+        self.runs.insert(id, LocalRun::new(now, id, limits, status));
     }
 
     fn remember_ended(&mut self, id: RunId, status: ReportStatus) {
