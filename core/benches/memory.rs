@@ -13,6 +13,10 @@
 //!
 //! Run with `cargo bench -p rota-core --bench memory`.
 
+/// The daemon's allocator (see `runtime/src/main.rs`), so that this measures what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::Command as Process;
 
 #[allow(

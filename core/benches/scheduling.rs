@@ -23,6 +23,10 @@
 //! `MarkFinished` commands, and of a `Batch` of 1,000 declarations, on the same state
 //! without a node; its throughput is commands per second.
 
+/// The daemon's allocator (see `runtime/src/main.rs`), so that this measures what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 

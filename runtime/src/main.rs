@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// A leader's state is hundreds of megabytes of small blocks (tree nodes, runs, job
+/// records), made and freed at every tick; mimalloc serves them faster than the system
+/// allocator (BENCHMARKS.md, core section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use runtime::config::{AgentArgs, Config};
 
