@@ -133,6 +133,7 @@ struct ProposedDeclare {
     scheduled_at: Timestamp,
     attempt: u32,
     manual: bool,
+    host: Option<HostId>,
     at: Mono,
     /// What it placed on a host: none for a declaration that takes no room.
     placed: Option<Placed>,
@@ -146,6 +147,7 @@ impl ProposedDeclare {
         self.scheduled_at == d.scheduled_at
             && self.attempt == d.attempt
             && self.manual == matches!(d.trigger, Trigger::Manual { .. })
+            && self.host == d.host
             && self.job == d.job
     }
 }
@@ -257,8 +259,23 @@ impl InFlight {
         self.0.values_mut().filter_map(|t| t.dispatch.as_mut())
     }
 
-    fn placed_mut(&mut self) -> impl Iterator<Item = &mut Placed> {
-        self.0.values_mut().filter_map(|t| t.placed.as_mut())
+    /// Forgets the placements on `host` made before `cutoff`, which its gossip now
+    /// shows, and runs left with neither a placement nor a dispatch; answers what the
+    /// placements had counted. So the map holds the runs placed lately or still to be
+    /// started, not every running run.
+    fn release_reflected(&mut self, host: HostId, cutoff: Mono) -> Vec<Request> {
+        let mut freed = Vec::new();
+        self.0.retain(|_, tracked| {
+            if let Some(p) = tracked.placed
+                && p.host == host
+                && p.at < cutoff
+            {
+                freed.push(p.request);
+                tracked.placed = None;
+            }
+            tracked.dispatch.is_some() || tracked.placed.is_some()
+        });
+        freed
     }
 
     /// The run's dispatch, made with `new` if it has none.
@@ -683,6 +700,7 @@ impl Leader {
             scheduled_at,
             attempt,
             manual: matches!(trigger, Trigger::Manual { .. }),
+            host,
             at: ctx.now.mono,
             placed,
             executor: Arc::clone(&job.spec.executor),
@@ -1211,8 +1229,8 @@ impl Leader {
                         .as_millis()
                         .saturating_sub(reflected.as_millis() as u64),
                 );
-                let mut freed = Vec::new();
-                for placed in self.proposed.placed_mut().chain(self.inflight.placed_mut()) {
+                let mut freed = self.inflight.release_reflected(*host, cutoff);
+                for placed in self.proposed.placed_mut() {
                     if placed.host == *host
                         && placed.at < cutoff
                         && placed.request != Request::default()
@@ -1719,6 +1737,7 @@ mod tests {
             scheduled_at: d.scheduled_at,
             attempt: d.attempt,
             manual: matches!(d.trigger, Trigger::Manual { .. }),
+            host: d.host,
             at: Mono::from_millis(at_ms),
             placed: placed_on.map(|host| Placed {
                 host: HostId(host),
@@ -1751,6 +1770,12 @@ mod tests {
         );
         // Same job and time, but manual: not the scheduled one.
         assert!(list.take(&manual).is_none());
+        // Same job and time, but placed on another host.
+        let elsewhere = Declare {
+            host: Some(HostId(2)),
+            ..a.clone()
+        };
+        assert!(list.take(&elsewhere).is_none());
         assert_eq!(
             list.take(&a).and_then(|p| p.placed).map(|p| p.host),
             Some(HostId(1))
@@ -1760,6 +1785,47 @@ mod tests {
         let b = list.take(&b).expect("b was proposed");
         assert!(b.placed.is_none());
         assert!(list.0.is_empty(), "{:?}", list.0);
+    }
+
+    #[test]
+    fn placements_a_hosts_gossip_reflects_are_released_and_finished_runs_forgotten() {
+        let placed = |host: u64, at_ms: u64| Placed {
+            host: HostId(host),
+            at: Mono::from_millis(at_ms),
+            request: Request {
+                milli_cpus: 10,
+                memory_mb: 8,
+                disk_mb: 0,
+            },
+        };
+        let dispatch = Dispatch {
+            host: HostId(1),
+            deadline: Mono::from_millis(0),
+            sent: 1,
+            waiting: false,
+        };
+        let mut runs = InFlight::default();
+        // Started (no dispatch left), placed long ago on host 1: forgotten.
+        runs.place(RunId(1), placed(1, 1_000));
+        // Still to be started, placed long ago on host 1: its placement goes.
+        runs.place(RunId(2), placed(1, 1_000));
+        runs.dispatch_or(RunId(2), dispatch);
+        // On another host, and placed lately: kept.
+        runs.place(RunId(3), placed(2, 1_000));
+        runs.place(RunId(4), placed(1, 5_000));
+
+        let freed = runs.release_reflected(HostId(1), Mono::from_millis(4_000));
+        assert_eq!(freed.len(), 2, "{freed:?}");
+        assert_eq!(
+            runs.0.keys().copied().collect::<Vec<_>>(),
+            [RunId(2), RunId(3), RunId(4)]
+        );
+        assert!(runs.dispatch(RunId(2)).is_some());
+        assert!(
+            runs.remove(RunId(2)).is_none(),
+            "its placement was released"
+        );
+        assert!(runs.remove(RunId(3)).is_some() && runs.remove(RunId(4)).is_some());
     }
 
     #[test]
