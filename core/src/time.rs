@@ -36,6 +36,11 @@ impl Mono {
     pub fn saturating_since(self, earlier: Mono) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+
+    /// The point `d` before this one, or the origin if that is earlier.
+    pub fn saturating_sub(self, d: Duration) -> Mono {
+        Mono(self.0.saturating_sub(duration_millis(d)))
+    }
 }
 
 impl Add<Duration> for Mono {

@@ -129,27 +129,14 @@ const PROPOSED_KEPT: Duration = Duration::from_secs(60);
 /// A declaration this leader proposed, until it applies or its proposal fails.
 #[derive(Debug)]
 struct ProposedDeclare {
-    job: JobName,
-    scheduled_at: Timestamp,
-    attempt: u32,
-    manual: bool,
-    host: Option<HostId>,
+    /// The declaration as proposed: the log applies the very same.
+    declare: Declare,
     at: Mono,
     /// What it placed on a host: none for a declaration that takes no room.
     placed: Option<Placed>,
     /// The job's executor spec when it was declared, shared while it was still in cache,
     /// so that the dispatch need not reach for it again (see [`run_spec`]).
     executor: Arc<ExecutorSpec>,
-}
-
-impl ProposedDeclare {
-    fn is(&self, d: &Declare) -> bool {
-        self.scheduled_at == d.scheduled_at
-            && self.attempt == d.attempt
-            && self.manual == matches!(d.trigger, Trigger::Manual { .. })
-            && self.host == d.host
-            && self.job == d.job
-    }
 }
 
 /// The declarations this leader proposed, in the order it proposed them. The log applies
@@ -166,7 +153,7 @@ impl Proposed {
     /// Forgets the declaration `d` (it applied, or its proposal failed) and answers it;
     /// `None` for a declaration this leader did not propose.
     fn take(&mut self, d: &Declare) -> Option<ProposedDeclare> {
-        let index = self.0.iter().position(|p| p.is(d))?;
+        let index = self.0.iter().position(|p| p.declare == *d)?;
         self.0.remove(index)
     }
 
@@ -696,11 +683,7 @@ impl Leader {
             _ => None,
         };
         self.proposed.push(ProposedDeclare {
-            job: declare.job.clone(),
-            scheduled_at,
-            attempt,
-            manual: matches!(trigger, Trigger::Manual { .. }),
-            host,
+            declare: declare.clone(),
             at: ctx.now.mono,
             placed,
             executor: Arc::clone(&job.spec.executor),
@@ -1224,11 +1207,7 @@ impl Leader {
             Change::Info(host) => {
                 // The host's gossip now reflects what was placed on it a while ago.
                 let reflected = Duration::from_secs(1);
-                let cutoff = Mono::from_millis(
-                    now.mono
-                        .as_millis()
-                        .saturating_sub(reflected.as_millis() as u64),
-                );
+                let cutoff = now.mono.saturating_sub(reflected);
                 let mut freed = self.inflight.release_reflected(*host, cutoff);
                 for placed in self.proposed.placed_mut() {
                     if placed.host == *host
@@ -1284,12 +1263,7 @@ impl Leader {
             self.next_housekeeping = now.mono + ctx.ms(ctx.config.timing.housekeeping_ms.max(1));
             self.check_dispatches(ctx);
             self.check_lost_hosts(ctx);
-            let cutoff = Mono::from_millis(
-                now.mono
-                    .as_millis()
-                    .saturating_sub(PROPOSED_KEPT.as_millis() as u64),
-            );
-            for placed in self.proposed.expire(cutoff) {
+            for placed in self.proposed.expire(now.mono.saturating_sub(PROPOSED_KEPT)) {
                 self.unplace(Some(placed));
             }
             if now.mono >= self.next_stop_resend {
@@ -1733,11 +1707,7 @@ mod tests {
 
     fn proposed(d: &Declare, at_ms: u64, placed_on: Option<u64>) -> ProposedDeclare {
         ProposedDeclare {
-            job: d.job.clone(),
-            scheduled_at: d.scheduled_at,
-            attempt: d.attempt,
-            manual: matches!(d.trigger, Trigger::Manual { .. }),
-            host: d.host,
+            declare: d.clone(),
             at: Mono::from_millis(at_ms),
             placed: placed_on.map(|host| Placed {
                 host: HostId(host),

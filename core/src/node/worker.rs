@@ -315,11 +315,7 @@ impl Worker {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at: started_at });
                     // Its timeout counts from when it really started.
                     let ran_for = now.wall.saturating_since(started_at);
-                    local.started_mono = Some(Mono::from_millis(
-                        now.mono
-                            .as_millis()
-                            .saturating_sub(ran_for.as_millis() as u64),
-                    ));
+                    local.started_mono = Some(now.mono.saturating_sub(ran_for));
                     local.next_report = now.mono;
                     self.urgent.push(id);
                 }
