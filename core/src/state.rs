@@ -11,7 +11,7 @@
 //! - the concurrency policy is decided at declaration, against the runs active then;
 //! - only the current leader's declarations are accepted.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use crate::job::{Concurrency, JobLimits, JobName, JobSpec};
 use crate::run::{Reason, Run, RunId, RunState, Trigger, bounded_detail};
 use crate::time::Timestamp;
 
+use runs::RunTable;
 use table::JobTable;
 
 /// Cluster-wide bounds on the replicated state, themselves replicated.
@@ -98,7 +99,7 @@ impl JobRecord {
 pub struct State {
     settings: Settings,
     jobs: JobTable,
-    runs: BTreeMap<RunId, Run>,
+    runs: RunTable,
     /// The runs declared or running, cluster-wide (an index over `runs`).
     active: BTreeSet<RunId>,
     next_run: u64,
@@ -126,22 +127,17 @@ fn owe_retry(
 }
 
 /// Appends an ended run to a job's history, dropping the oldest beyond the bound.
-fn push_ended(
-    record: &mut JobRecord,
-    id: RunId,
-    runs: &mut BTreeMap<RunId, Run>,
-    settings: &Settings,
-) {
+fn push_ended(record: &mut JobRecord, id: RunId, runs: &mut RunTable, settings: &Settings) {
     record.history.push_back(id);
     trim(record, runs, settings);
 }
 
 /// Drops a job's oldest ended runs beyond the bound.
-fn trim(record: &mut JobRecord, runs: &mut BTreeMap<RunId, Run>, settings: &Settings) {
+fn trim(record: &mut JobRecord, runs: &mut RunTable, settings: &Settings) {
     let kept = settings.runs_kept_per_job_max.max(1) as usize;
     while record.history.len() > kept {
         if let Some(old) = record.history.pop_front() {
-            runs.remove(&old);
+            runs.remove(old);
         }
     }
 }
@@ -189,7 +185,7 @@ impl State {
 
     /// One run.
     pub fn run(&self, id: RunId) -> Option<&Run> {
-        self.runs.get(&id)
+        self.runs.get(id)
     }
 
     /// Every run kept, by id.
@@ -203,12 +199,12 @@ impl State {
             .iter()
             .rev()
             .chain(job.history.iter().rev())
-            .filter_map(|id| self.runs.get(id))
+            .filter_map(|id| self.runs.get(*id))
     }
 
     /// Every active run (declared or running), by id.
     pub fn active_runs(&self) -> impl Iterator<Item = &Run> {
-        self.active.iter().filter_map(|id| self.runs.get(id))
+        self.active.iter().filter_map(|id| self.runs.get(*id))
     }
 
     /// How many runs are active.
@@ -346,7 +342,7 @@ impl State {
         // The job's runs go with it; the leader asks the hosts of its active runs to stop
         // them, and their late reports find no run and are acknowledged.
         for id in job.active.iter().chain(job.history.iter()) {
-            self.runs.remove(id);
+            self.runs.remove(*id);
             self.active.remove(id);
         }
         Ok(Outcome::Done)
@@ -463,7 +459,7 @@ impl State {
             run.finished_at = Some(d.at);
             run.reason = Some(Reason::ConcurrencyForbid);
             run.detail = Some(format!("run {active} was still active"));
-            self.runs.insert(id, run);
+            self.runs.insert(run);
             push_ended(job, id, &mut self.runs, &self.settings);
             return Ok(Outcome::Recorded {
                 run: id,
@@ -477,7 +473,7 @@ impl State {
             run.reason = Some(Reason::NoCapacity);
             run.detail =
                 Some("no host had the free resources, tags and executor the job needs".into());
-            self.runs.insert(id, run);
+            self.runs.insert(run);
             owe_retry(job, d.scheduled_at, d.attempt, Reason::NoCapacity, d.at);
             push_ended(job, id, &mut self.runs, &self.settings);
             return Ok(Outcome::Recorded {
@@ -489,14 +485,14 @@ impl State {
         if job.spec.concurrency == Concurrency::Replace && !forced {
             run.waits_for = job.active.clone();
             for old in &job.active {
-                if let Some(old_run) = self.runs.get_mut(old) {
+                if let Some(old_run) = self.runs.get_mut(*old) {
                     old_run.stop.get_or_insert(Reason::Replaced);
                 }
             }
         }
         job.active.push(id);
         self.active.insert(id);
-        self.runs.insert(id, run);
+        self.runs.insert(run);
         Ok(Outcome::Declared { run: id })
     }
 
@@ -506,7 +502,7 @@ impl State {
         host: HostId,
         started_at: Timestamp,
     ) -> Result<Outcome, Rejection> {
-        let run = self.runs.get_mut(&id).ok_or(Rejection::UnknownRun(id))?;
+        let run = self.runs.get_mut(id).ok_or(Rejection::UnknownRun(id))?;
         if run.host != Some(host) {
             return Err(Rejection::WrongHost {
                 run: id,
@@ -528,7 +524,7 @@ impl State {
     fn mark_finished(&mut self, f: &Finish) -> Result<Outcome, Rejection> {
         let run = self
             .runs
-            .get_mut(&f.run)
+            .get_mut(f.run)
             .ok_or(Rejection::UnknownRun(f.run))?;
         if let Some(host) = f.host
             && run.host != Some(host)
@@ -600,29 +596,26 @@ impl State {
         job.watermark = last;
         let id = RunId(self.next_run);
         self.next_run += 1;
-        self.runs.insert(
+        self.runs.insert(Run {
             id,
-            Run {
-                id,
-                job: name.clone(),
-                scheduled_at: first,
-                attempt: 1,
-                trigger: Trigger::Schedule,
-                host: None,
-                state: RunState::Missed,
-                term: self.term,
-                declared_at: at,
-                started_at: None,
-                finished_at: Some(at),
-                exit_code: None,
-                reason: Some(reason),
-                detail: None,
-                missed_until: Some(last),
-                missed_count: count,
-                stop: None,
-                waits_for: Vec::new(),
-            },
-        );
+            job: name.clone(),
+            scheduled_at: first,
+            attempt: 1,
+            trigger: Trigger::Schedule,
+            host: None,
+            state: RunState::Missed,
+            term: self.term,
+            declared_at: at,
+            started_at: None,
+            finished_at: Some(at),
+            exit_code: None,
+            reason: Some(reason),
+            detail: None,
+            missed_until: Some(last),
+            missed_count: count,
+            stop: None,
+            waits_for: Vec::new(),
+        });
         self.push_history(name, id);
         Ok(Outcome::Recorded {
             run: id,
@@ -674,7 +667,7 @@ impl State {
             ] {
                 for id in ids {
                     seen += 1;
-                    let Some(run) = self.runs.get(id) else {
+                    let Some(run) = self.runs.get(*id) else {
                         return fail(format!("job {name} lists missing run {id}"));
                     };
                     if &run.job != name {
@@ -770,6 +763,7 @@ impl fmt::Display for State {
     }
 }
 
+mod runs;
 mod table;
 #[cfg(test)]
 mod tests;

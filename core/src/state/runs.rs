@@ -1,0 +1,422 @@
+//! The runs of the state, by id.
+
+use std::collections::{BTreeMap, btree_map};
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::run::{Run, RunId};
+
+/// How many runs a chunk holds when it is sealed.
+const CHUNK: usize = 32;
+
+/// Runs by id, in id order, in chunks of up to [`CHUNK`] runs.
+///
+/// The state hands out run ids in increasing order, so a new run always goes after every
+/// other. A tree keyed by run id would descend some eight levels of a tree of two million
+/// runs for each new run and each report, and keep its leaves half full, since a leaf
+/// split by an insertion at its end keeps half its runs. Here new runs are appended to
+/// the tail chunk, the recent runs that reports name are found there without a search
+/// of the tree, and a chunk is sealed full. The tree of sealed chunks is keyed by the
+/// least id each may hold, and holds a thirty-second of the entries. A sealed chunk that
+/// loses most of its runs to history trimming gives its spare room back; one that loses
+/// all of them leaves the tree.
+///
+/// Equality is equality of the runs, whatever the chunks: a state restored from a
+/// snapshot equals the state that wrote it.
+#[derive(Clone, Default)]
+pub(crate) struct RunTable {
+    /// Chunks holding the runs below `tail_from`, keyed by the least id each may hold:
+    /// a chunk holds the ids from its key up to the next key (or `tail_from`), in order.
+    sealed: BTreeMap<u64, Vec<Run>>,
+    /// The runs from `tail_from` on, in order.
+    tail: Vec<Run>,
+    /// The least id the tail may hold.
+    tail_from: u64,
+    len: usize,
+}
+
+/// Where `id` is in a chunk, or would be inserted.
+fn position(chunk: &[Run], id: RunId) -> Result<usize, usize> {
+    // Runs in a chunk mostly have consecutive ids: try where `id` would be then.
+    if let Some(first) = chunk.first()
+        && let Some(guess) = id.0.checked_sub(first.id.0)
+        && let Ok(at) = usize::try_from(guess)
+        && chunk.get(at).is_some_and(|run| run.id == id)
+    {
+        return Ok(at);
+    }
+    chunk.binary_search_by_key(&id, |run| run.id)
+}
+
+/// Gives back most of the room of a chunk that has lost most of its runs.
+fn shrink(chunk: &mut Vec<Run>) {
+    if chunk.capacity() > 4 && chunk.len() * 4 <= chunk.capacity() {
+        chunk.shrink_to(chunk.len() * 2);
+    }
+}
+
+impl RunTable {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self, id: RunId) -> Option<&Vec<Run>> {
+        if id.0 >= self.tail_from {
+            return Some(&self.tail);
+        }
+        self.sealed
+            .range(..=id.0)
+            .next_back()
+            .map(|(_, chunk)| chunk)
+    }
+
+    pub(crate) fn get(&self, id: RunId) -> Option<&Run> {
+        let chunk = self.chunk(id)?;
+        chunk.get(position(chunk, id).ok()?)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: RunId) -> Option<&mut Run> {
+        let chunk = if id.0 >= self.tail_from {
+            &mut self.tail
+        } else {
+            self.sealed.range_mut(..=id.0).next_back()?.1
+        };
+        let at = position(chunk, id).ok()?;
+        chunk.get_mut(at)
+    }
+
+    /// Stores `run` under its id; answers the run it replaces, if any.
+    pub(crate) fn insert(&mut self, run: Run) -> Option<Run> {
+        let id = run.id;
+        if id.0 < self.tail_from {
+            return self.insert_sealed(run);
+        }
+        if self.tail.last().is_none_or(|last| last.id < id) {
+            // The usual case: a new run, after every other.
+            if self.tail.capacity() == 0 {
+                self.tail.reserve_exact(CHUNK);
+            }
+            self.tail.push(run);
+        } else {
+            match position(&self.tail, id) {
+                Ok(at) => return Some(std::mem::replace(&mut self.tail[at], run)),
+                Err(at) => self.tail.insert(at, run),
+            }
+        }
+        self.len += 1;
+        if self.tail.len() >= CHUNK {
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK));
+            let next_from = full.last().map_or(self.tail_from, |last| last.id.0 + 1);
+            self.sealed.insert(self.tail_from, full);
+            self.tail_from = next_from;
+        }
+        None
+    }
+
+    /// Inserts a run older than the tail: into the chunk whose range holds its id.
+    fn insert_sealed(&mut self, run: Run) -> Option<Run> {
+        let id = run.id;
+        let key = match self.sealed.range(..=id.0).next_back() {
+            Some((&key, _)) => key,
+            None => {
+                // Below every key: the first chunk (or a new one) starts at this id.
+                let first = self.sealed.pop_first().map(|(_, chunk)| chunk);
+                self.sealed.insert(id.0, first.unwrap_or_default());
+                id.0
+            }
+        };
+        let chunk = self.sealed.entry(key).or_default();
+        match position(chunk, id) {
+            Ok(at) => return Some(std::mem::replace(&mut chunk[at], run)),
+            Err(at) => chunk.insert(at, run),
+        }
+        self.len += 1;
+        if chunk.len() > 2 * CHUNK {
+            let upper = chunk.split_off(CHUNK);
+            if let Some(first) = upper.first() {
+                self.sealed.insert(first.id.0, upper);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn remove(&mut self, id: RunId) -> Option<Run> {
+        if id.0 >= self.tail_from {
+            let at = position(&self.tail, id).ok()?;
+            self.len -= 1;
+            return Some(self.tail.remove(at));
+        }
+        let (&key, chunk) = self.sealed.range_mut(..=id.0).next_back()?;
+        let at = position(chunk, id).ok()?;
+        let run = chunk.remove(at);
+        self.len -= 1;
+        if chunk.is_empty() {
+            self.sealed.remove(&key);
+        } else {
+            shrink(chunk);
+        }
+        Some(run)
+    }
+
+    /// Every run, by id.
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        Iter {
+            sealed: self.sealed.values(),
+            current: [].iter(),
+            tail: Some(&self.tail),
+            remaining: self.len,
+        }
+    }
+}
+
+/// The runs of a [`RunTable`] in id order.
+#[derive(Debug)]
+pub(crate) struct Iter<'a> {
+    sealed: btree_map::Values<'a, u64, Vec<Run>>,
+    current: std::slice::Iter<'a, Run>,
+    tail: Option<&'a [Run]>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a RunId, &'a Run);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(run) = self.current.next() {
+                self.remaining = self.remaining.saturating_sub(1);
+                return Some((&run.id, run));
+            }
+            self.current = match self.sealed.next() {
+                Some(chunk) => chunk.iter(),
+                None => self.tail.take()?.iter(),
+            };
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+/// Exact because the table counts its runs as they come and go.
+impl ExactSizeIterator for Iter<'_> {}
+
+impl PartialEq for RunTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self
+                .iter()
+                .map(|(_, run)| run)
+                .eq(other.iter().map(|(_, r)| r))
+    }
+}
+
+impl Eq for RunTable {}
+
+impl fmt::Debug for RunTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Encoded as the map of runs by id, exactly as a sorted map of them would be.
+impl Serialize for RunTable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len))?;
+        for (id, run) in self.iter() {
+            map.serialize_entry(id, run)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RunTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TableVisitor)
+    }
+}
+
+struct TableVisitor;
+
+impl<'de> Visitor<'de> for TableVisitor {
+    type Value = RunTable;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of runs by id")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RunTable, A::Error> {
+        use serde::de::Error;
+        let mut table = RunTable::default();
+        while let Some((id, run)) = map.next_entry::<RunId, Run>()? {
+            if run.id != id {
+                return Err(A::Error::custom(format!(
+                    "run {} is stored under id {id}",
+                    run.id
+                )));
+            }
+            if table.insert(run).is_some() {
+                return Err(A::Error::custom(format!("run {id} is stored twice")));
+            }
+        }
+        Ok(table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::run::{RunState, Trigger};
+    use crate::testkit::{name, ts};
+
+    fn run(id: u64) -> Run {
+        Run {
+            id: RunId(id),
+            job: name("job"),
+            scheduled_at: ts("2026-01-01T00:00:00Z"),
+            attempt: 1,
+            trigger: Trigger::Schedule,
+            host: None,
+            state: RunState::Declared,
+            term: id,
+            declared_at: ts("2026-01-01T00:00:00Z"),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            detail: None,
+            missed_until: None,
+            missed_count: 0,
+            stop: None,
+            waits_for: Vec::new(),
+        }
+    }
+
+    /// The table holds exactly the model's runs, in order, and finds each of them.
+    fn agrees(table: &RunTable, model: &BTreeMap<u64, u64>) -> Result<(), TestCaseError> {
+        prop_assert_eq!(table.len(), model.len());
+        prop_assert_eq!(table.iter().len(), model.len());
+        let listed: Vec<(u64, u64)> = table.iter().map(|(id, r)| (id.0, r.term)).collect();
+        let expected: Vec<(u64, u64)> = model.iter().map(|(&k, &v)| (k, v)).collect();
+        prop_assert_eq!(listed, expected);
+        for (&id, &term) in model {
+            prop_assert_eq!(table.get(RunId(id)).map(|r| r.term), Some(term));
+        }
+        Ok(())
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A new run after every other, as the state makes them.
+        Append,
+        Insert(u64),
+        Remove(u64),
+        Touch(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => Just(Op::Append),
+            1 => (0u64..400).prop_map(Op::Insert),
+            4 => (0u64..400).prop_map(Op::Remove),
+            1 => (0u64..400).prop_map(Op::Touch),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of appends, insertions anywhere, removals and changes leaves the
+        /// table agreeing with a sorted map, and its encoding equal to the map's.
+        #[test]
+        fn the_table_agrees_with_a_sorted_map(ops in proptest::collection::vec(op(), 0..600)) {
+            let mut table = RunTable::default();
+            let mut model = BTreeMap::new();
+            let mut next = 0u64;
+            for (step, op) in (1u64..).zip(ops) {
+                match op {
+                    Op::Append => {
+                        prop_assert!(table.insert(run(next)).is_none());
+                        model.insert(next, next);
+                        next += 1;
+                    }
+                    Op::Insert(id) => {
+                        let mut r = run(id);
+                        r.term = 1_000_000 + step;
+                        let old = table.insert(r).map(|r| r.term);
+                        prop_assert_eq!(old, model.insert(id, 1_000_000 + step));
+                        next = next.max(id + 1);
+                    }
+                    Op::Remove(id) => {
+                        let gone = table.remove(RunId(id)).map(|r| r.term);
+                        prop_assert_eq!(gone, model.remove(&id));
+                        prop_assert!(table.get(RunId(id)).is_none());
+                    }
+                    Op::Touch(id) => {
+                        if let Some(r) = table.get_mut(RunId(id)) {
+                            r.term = 2_000_000 + step;
+                        }
+                        if let Some(term) = model.get_mut(&id) {
+                            *term = 2_000_000 + step;
+                        }
+                    }
+                }
+            }
+            agrees(&table, &model)?;
+            let runs: BTreeMap<RunId, Run> =
+                table.iter().map(|(id, r)| (*id, r.clone())).collect();
+            let bytes = postcard::to_stdvec(&table).expect("encodes");
+            prop_assert_eq!(&bytes, &postcard::to_stdvec(&runs).expect("encodes"));
+            let back: RunTable = postcard::from_bytes(&bytes).expect("decodes");
+            prop_assert!(back == table);
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_loses_most_of_its_runs_gives_its_room_back_and_an_empty_one_goes() {
+        let mut table = RunTable::default();
+        for id in 0..(3 * CHUNK as u64) {
+            table.insert(run(id));
+        }
+        assert_eq!(table.sealed.len(), 3);
+        for id in 0..(CHUNK as u64 - 2) {
+            table.remove(RunId(id));
+        }
+        let first = table.sealed.values().next().expect("a chunk");
+        assert_eq!(first.len(), 2);
+        assert!(first.capacity() < CHUNK, "capacity {}", first.capacity());
+        table.remove(RunId(CHUNK as u64 - 2));
+        table.remove(RunId(CHUNK as u64 - 1));
+        assert_eq!(table.sealed.len(), 2);
+        assert_eq!(table.len(), 2 * CHUNK);
+        assert!(table.get(RunId(0)).is_none());
+        assert!(table.get(RunId(CHUNK as u64)).is_some());
+    }
+
+    #[test]
+    fn a_snapshot_naming_a_run_under_another_id_or_twice_is_refused() {
+        let mut misfiled = BTreeMap::new();
+        misfiled.insert(RunId(5), run(6));
+        let bytes = postcard::to_stdvec(&misfiled).expect("encodes");
+        assert!(postcard::from_bytes::<RunTable>(&bytes).is_err());
+        let err = serde_json::from_str::<RunTable>(&format!(
+            r#"{{"6": {0}, "6": {0}}}"#,
+            serde_json::to_string(&run(6)).expect("encodes")
+        ))
+        .expect_err("refused");
+        assert!(err.to_string().contains("run 6 is stored twice"), "{err}");
+        let err = serde_json::from_str::<RunTable>(&format!(
+            r#"{{"5": {}}}"#,
+            serde_json::to_string(&run(6)).expect("encodes")
+        ))
+        .expect_err("refused");
+        assert!(
+            err.to_string().contains("run 6 is stored under id 5"),
+            "{err}"
+        );
+    }
+}
