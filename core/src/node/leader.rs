@@ -265,9 +265,14 @@ impl InFlight {
         freed
     }
 
-    /// The run's dispatch, made with `new` if it has none.
-    fn dispatch_or(&mut self, id: RunId, new: Dispatch) -> &mut Dispatch {
-        self.0.entry(id).or_default().dispatch.get_or_insert(new)
+    /// The run's dispatch, made with `new` if it has none; records `placed`, if any,
+    /// in the same lookup.
+    fn dispatch_or(&mut self, id: RunId, new: Dispatch, placed: Option<Placed>) -> &mut Dispatch {
+        let tracked = self.0.entry(id).or_default();
+        if placed.is_some() {
+            tracked.placed = placed;
+        }
+        tracked.dispatch.get_or_insert(new)
     }
 
     fn place(&mut self, id: RunId, placed: Placed) {
@@ -833,11 +838,11 @@ impl Leader {
                 }
                 match outcome {
                     Outcome::Declared { run } => {
-                        if let Some(p) = placed {
-                            self.inflight.place(*run, p);
-                        }
                         let state = ctx.state;
                         let Some(r) = state.run(*run) else {
+                            if let Some(p) = placed {
+                                self.inflight.place(*run, p);
+                            }
                             return;
                         };
                         if let Some(host) = d.host {
@@ -850,7 +855,7 @@ impl Leader {
                                 self.send_stop(ctx, *old);
                             }
                         }
-                        self.dispatch_run(ctx, r, false, executor);
+                        self.dispatch_run(ctx, r, false, executor, placed);
                     }
                     Outcome::Recorded { run, state, reason } => {
                         self.unplace(placed);
@@ -969,7 +974,7 @@ impl Leader {
     fn dispatch(&mut self, ctx: &mut Ctx<'_>, id: RunId, inherited: bool) {
         let state = ctx.state;
         match state.run(id) {
-            Some(run) => self.dispatch_run(ctx, run, inherited, None),
+            Some(run) => self.dispatch_run(ctx, run, inherited, None, None),
             None => {
                 self.waiting.remove(&id);
                 self.inflight.end_dispatch(id);
@@ -979,16 +984,22 @@ impl Leader {
 
     /// [`Leader::dispatch`] of a run the caller has looked up already.
     /// `executor`: the job's executor spec as it was declared, if the caller has it.
+    /// `placed`: the resources placed for the run at its declaration, to keep until it
+    /// ends, if the caller has them.
     fn dispatch_run(
         &mut self,
         ctx: &mut Ctx<'_>,
         run: &Run,
         inherited: bool,
         executor: Option<Arc<ExecutorSpec>>,
+        placed: Option<Placed>,
     ) {
         let id = run.id;
         self.waiting.remove(&id);
         let (RunState::Declared, Some(host)) = (run.state, run.host) else {
+            if let Some(p) = placed {
+                self.inflight.place(id, p);
+            }
             self.inflight.end_dispatch(id);
             return;
         };
@@ -1004,6 +1015,7 @@ impl Leader {
                 sent: 0,
                 waiting,
             },
+            placed,
         );
         entry.waiting = waiting;
         if waiting {
@@ -1779,7 +1791,7 @@ mod tests {
         runs.place(RunId(1), placed(1, 1_000));
         // Still to be started, placed long ago on host 1: its placement goes.
         runs.place(RunId(2), placed(1, 1_000));
-        runs.dispatch_or(RunId(2), dispatch);
+        runs.dispatch_or(RunId(2), dispatch, None);
         // On another host, and placed lately: kept.
         runs.place(RunId(3), placed(2, 1_000));
         runs.place(RunId(4), placed(1, 5_000));
