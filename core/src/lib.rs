@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod host;
+mod id_table;
 pub mod job;
 pub mod membership;
 pub mod node;

@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Declare, Finish, Outcome, Rejection};
 use crate::host::HostId;
+use crate::id_table::IdTable;
 use crate::job::{Concurrency, JobLimits, JobName, JobSpec};
 use crate::run::{Reason, Run, RunId, RunState, Trigger, bounded_detail};
 use crate::time::Timestamp;
 
-use runs::RunTable;
 use table::JobTable;
 
 /// Cluster-wide bounds on the replicated state, themselves replicated.
@@ -99,7 +99,7 @@ impl JobRecord {
 pub struct State {
     settings: Settings,
     jobs: JobTable,
-    runs: RunTable,
+    runs: IdTable<Run>,
     /// The runs declared or running, cluster-wide (an index over `runs`).
     active: BTreeSet<RunId>,
     next_run: u64,
@@ -127,13 +127,13 @@ fn owe_retry(
 }
 
 /// Appends an ended run to a job's history, dropping the oldest beyond the bound.
-fn push_ended(record: &mut JobRecord, id: RunId, runs: &mut RunTable, settings: &Settings) {
+fn push_ended(record: &mut JobRecord, id: RunId, runs: &mut IdTable<Run>, settings: &Settings) {
     record.history.push_back(id);
     trim(record, runs, settings);
 }
 
 /// Drops a job's oldest ended runs beyond the bound.
-fn trim(record: &mut JobRecord, runs: &mut RunTable, settings: &Settings) {
+fn trim(record: &mut JobRecord, runs: &mut IdTable<Run>, settings: &Settings) {
     let kept = settings.runs_kept_per_job_max.max(1) as usize;
     while record.history.len() > kept {
         if let Some(old) = record.history.pop_front() {
@@ -763,7 +763,6 @@ impl fmt::Display for State {
     }
 }
 
-mod runs;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -2,11 +2,11 @@
 //! run timeouts and the lease, and report each run's fate until the leader
 //! acknowledges it.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::host::HostId;
+use crate::id_table::{IdTable, Keyed};
 use crate::job::Concurrency;
 use crate::run::{Reason, RunId, RunSpec};
 use crate::time::{Mono, Now};
@@ -29,6 +29,12 @@ pub struct LocalRun {
     pub stop: Option<(Reason, Mono)>,
     acked: Acked,
     next_report: Mono,
+}
+
+impl Keyed for LocalRun {
+    fn key(&self) -> &RunId {
+        &self.id
+    }
 }
 
 impl LocalRun {
@@ -87,7 +93,8 @@ pub(super) struct Worker {
     ended_max: usize,
     leader: Option<(HostId, u64)>,
     contact: Option<Mono>,
-    runs: BTreeMap<RunId, LocalRun>,
+    /// By id: a host is given runs in about the order the leader declared them.
+    runs: IdTable<LocalRun>,
     ended: BTreeMap<RunId, ReportStatus>,
     ended_order: VecDeque<RunId>,
     next_housekeeping: Mono,
@@ -103,7 +110,7 @@ impl Worker {
             ended_max: config.limits.ended_runs_remembered_max.max(1),
             leader: None,
             contact: None,
-            runs: BTreeMap::new(),
+            runs: IdTable::default(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             next_housekeeping: now.mono,
@@ -116,7 +123,7 @@ impl Worker {
     }
 
     pub(super) fn runs(&self) -> impl Iterator<Item = &LocalRun> {
-        self.runs.values()
+        self.runs.iter().map(|(_, run)| run)
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Mono> {
@@ -208,13 +215,10 @@ impl Worker {
         effects: &mut VecDeque<Effect>,
     ) -> Option<Message> {
         let id = spec.id;
-        let vacant = match self.runs.entry(id) {
-            Entry::Vacant(slot) if !self.ended.contains_key(&id) => slot,
-            _ => {
-                effects.push_back(Effect::Event(Event::DuplicateDispatch { run: id }));
-                return Some(self.report_of(id));
-            }
-        };
+        if self.runs.get(id).is_some() || self.ended.contains_key(&id) {
+            effects.push_back(Effect::Event(Event::DuplicateDispatch { run: id }));
+            return Some(self.report_of(id));
+        }
         let limits = Some(RunLimits::of(&spec));
         if now.wall > spec.start_by {
             effects.push_back(Effect::Event(Event::DispatchExpired { run: id }));
@@ -228,7 +232,7 @@ impl Worker {
                     spec.start_by
                 )),
             };
-            vacant.insert(LocalRun::new(
+            self.runs.insert(LocalRun::new(
                 now,
                 id,
                 limits,
@@ -237,7 +241,8 @@ impl Worker {
             return Some(self.report_of(id));
         }
         // The spec moves on to the executor; this host keeps only what it enforces.
-        vacant.insert(LocalRun::new(now, id, limits, LocalStatus::Starting));
+        self.runs
+            .insert(LocalRun::new(now, id, limits, LocalStatus::Starting));
         effects.push_back(Effect::StartRun(spec));
         None
     }
@@ -249,7 +254,7 @@ impl Worker {
         reason: Reason,
         effects: &mut VecDeque<Effect>,
     ) -> Option<Message> {
-        if let Some(run) = self.runs.get_mut(&id) {
+        if let Some(run) = self.runs.get_mut(id) {
             let executing = matches!(
                 run.status,
                 LocalStatus::Starting | LocalStatus::Reported(ReportStatus::Started { .. })
@@ -277,14 +282,14 @@ impl Worker {
     }
 
     fn on_ack(&mut self, id: RunId, finished: bool) {
-        let Some(run) = self.runs.get_mut(&id) else {
+        let Some(run) = self.runs.get_mut(id) else {
             return;
         };
         match (&run.status, finished) {
             (LocalStatus::Reported(status @ ReportStatus::Finished { .. }), true)
             | (LocalStatus::Reported(status @ ReportStatus::Unknown), true) => {
                 let status = status.clone();
-                self.runs.remove(&id);
+                self.runs.remove(id);
                 self.remember_ended(id, status);
             }
             (LocalStatus::Reported(ReportStatus::Started { .. }), _) => run.acked = Acked::Started,
@@ -306,10 +311,12 @@ impl Worker {
                 if self.ended.contains_key(&id) {
                     return;
                 }
-                let local = self
+                let Some(local) = self
                     .runs
-                    .entry(id)
-                    .or_insert_with(|| LocalRun::new(now, id, None, LocalStatus::Starting));
+                    .get_or_insert_with(id, || LocalRun::new(now, id, None, LocalStatus::Starting))
+                else {
+                    return;
+                };
                 local.limits = Some(RunLimits::of(&spec));
                 if local.status == LocalStatus::Starting {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at: started_at });
@@ -321,10 +328,11 @@ impl Worker {
                 }
             }
             ExecutorEvent::Started { run, at } => {
-                let local = self
-                    .runs
-                    .entry(run)
-                    .or_insert_with(|| LocalRun::new(now, run, None, LocalStatus::Starting));
+                let Some(local) = self.runs.get_or_insert_with(run, || {
+                    LocalRun::new(now, run, None, LocalStatus::Starting)
+                }) else {
+                    return;
+                };
                 if local.status == LocalStatus::Starting {
                     local.status = LocalStatus::Reported(ReportStatus::Started { at });
                     local.started_mono = Some(now.mono);
@@ -340,7 +348,7 @@ impl Worker {
                 reason,
                 detail,
             } => {
-                let local = self.runs.get(&run);
+                let local = self.runs.get(run);
                 let stop = local.and_then(|l| l.stop.map(|(r, _)| r));
                 let started = match local.map(|l| &l.status) {
                     Some(LocalStatus::Reported(ReportStatus::Started { at })) => Some(*at),
@@ -384,7 +392,7 @@ impl Worker {
         if self.ended.contains_key(&id) {
             return;
         }
-        match self.runs.get_mut(&id) {
+        match self.runs.get_mut(id) {
             Some(local) => {
                 if matches!(
                     local.status,
@@ -402,7 +410,7 @@ impl Worker {
     }
 
     fn insert(&mut self, now: Now, id: RunId, limits: Option<RunLimits>, status: LocalStatus) {
-        self.runs.insert(id, LocalRun::new(now, id, limits, status));
+        self.runs.insert(LocalRun::new(now, id, limits, status));
     }
 
     fn remember_ended(&mut self, id: RunId, status: ReportStatus) {
@@ -417,7 +425,7 @@ impl Worker {
     }
 
     fn report_of(&self, id: RunId) -> Message {
-        let status = match (self.runs.get(&id), self.ended.get(&id)) {
+        let status = match (self.runs.get(id), self.ended.get(&id)) {
             (
                 Some(LocalRun {
                     status: LocalStatus::Reported(s),
@@ -438,7 +446,7 @@ impl Worker {
         let mut reports = Vec::new();
         // New statuses first: each costs one lookup, not a pass over every run.
         for id in std::mem::take(&mut self.urgent) {
-            if let Some(run) = self.runs.get_mut(&id)
+            if let Some(run) = self.runs.get_mut(id)
                 && let LocalStatus::Reported(status) = &run.status
                 && now.mono >= run.next_report
             {

@@ -1,4 +1,5 @@
-//! The runs of the state, by id.
+//! Values keyed by run id, for ids handed out in increasing order: the state's runs,
+//! and the runs a host executes.
 
 use std::collections::{BTreeMap, btree_map};
 use std::fmt;
@@ -9,61 +10,89 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::run::{Run, RunId};
 
-/// How many runs a chunk holds when it is sealed.
+/// How many values a chunk holds when it is sealed.
 const CHUNK: usize = 32;
 
-/// Runs by id, in id order, in chunks of up to [`CHUNK`] runs.
+/// A value stored under the run id it holds.
+pub(crate) trait Keyed {
+    /// The id the value is stored under.
+    fn key(&self) -> &RunId;
+}
+
+impl Keyed for Run {
+    fn key(&self) -> &RunId {
+        &self.id
+    }
+}
+
+/// Values by run id, in id order, in chunks of up to [`CHUNK`] values.
 ///
 /// The state hands out run ids in increasing order, so a new run always goes after every
 /// other. A tree keyed by run id would descend some eight levels of a tree of two million
-/// runs for each new run and each report, and keep its leaves half full, since a leaf
-/// split by an insertion at its end keeps half its runs. Here new runs are appended to
-/// the tail chunk, the recent runs that reports name are found there without a search
-/// of the tree, and a chunk is sealed full. The tree of sealed chunks is keyed by the
-/// least id each may hold, and holds a thirty-second of the entries. A sealed chunk that
-/// loses most of its runs to history trimming gives its spare room back; one that loses
-/// all of them leaves the tree.
+/// runs for each new run and each report, allocate a node every few runs, and keep its
+/// leaves half full, since a leaf split by an insertion at its end keeps half its
+/// entries. Here new values are appended to the tail chunk, the recent ones that reports
+/// name are found there without a search of the tree, and a chunk is sealed full. The
+/// tree of sealed chunks is keyed by the least id each may hold, and holds a
+/// thirty-second of the entries. A sealed chunk that loses most of its values (to
+/// history trimming, say) gives its spare room back; one that loses all of them leaves
+/// the tree.
 ///
-/// Equality is equality of the runs, whatever the chunks: a state restored from a
+/// Equality is equality of the values, whatever the chunks: a state restored from a
 /// snapshot equals the state that wrote it.
-#[derive(Clone, Default)]
-pub(crate) struct RunTable {
-    /// Chunks holding the runs below `tail_from`, keyed by the least id each may hold:
+#[derive(Clone)]
+pub(crate) struct IdTable<T> {
+    /// Chunks holding the values below `tail_from`, keyed by the least id each may hold:
     /// a chunk holds the ids from its key up to the next key (or `tail_from`), in order.
-    sealed: BTreeMap<u64, Vec<Run>>,
-    /// The runs from `tail_from` on, in order.
-    tail: Vec<Run>,
+    sealed: BTreeMap<u64, Vec<T>>,
+    /// The values from `tail_from` on, in order.
+    tail: Vec<T>,
     /// The least id the tail may hold.
     tail_from: u64,
     len: usize,
 }
 
+impl<T> Default for IdTable<T> {
+    fn default() -> Self {
+        IdTable {
+            sealed: BTreeMap::new(),
+            tail: Vec::new(),
+            tail_from: 0,
+            len: 0,
+        }
+    }
+}
+
 /// Where `id` is in a chunk, or would be inserted.
-fn position(chunk: &[Run], id: RunId) -> Result<usize, usize> {
-    // Runs in a chunk mostly have consecutive ids: try where `id` would be then.
+fn position<T: Keyed>(chunk: &[T], id: RunId) -> Result<usize, usize> {
+    // Values in a chunk mostly have consecutive ids: try where `id` would be then.
     if let Some(first) = chunk.first()
-        && let Some(guess) = id.0.checked_sub(first.id.0)
+        && let Some(guess) = id.0.checked_sub(first.key().0)
         && let Ok(at) = usize::try_from(guess)
-        && chunk.get(at).is_some_and(|run| run.id == id)
+        && chunk.get(at).is_some_and(|value| *value.key() == id)
     {
         return Ok(at);
     }
-    chunk.binary_search_by_key(&id, |run| run.id)
+    chunk.binary_search_by_key(&id, |value| *value.key())
 }
 
-/// Gives back most of the room of a chunk that has lost most of its runs.
-fn shrink(chunk: &mut Vec<Run>) {
+/// Gives back most of the room of a chunk that has lost most of its values.
+fn shrink<T>(chunk: &mut Vec<T>) {
     if chunk.capacity() > 4 && chunk.len() * 4 <= chunk.capacity() {
         chunk.shrink_to(chunk.len() * 2);
     }
 }
 
-impl RunTable {
+impl<T: Keyed> IdTable<T> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    fn chunk(&self, id: RunId) -> Option<&Vec<Run>> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn chunk(&self, id: RunId) -> Option<&Vec<T>> {
         if id.0 >= self.tail_from {
             return Some(&self.tail);
         }
@@ -73,12 +102,12 @@ impl RunTable {
             .map(|(_, chunk)| chunk)
     }
 
-    pub(crate) fn get(&self, id: RunId) -> Option<&Run> {
+    pub(crate) fn get(&self, id: RunId) -> Option<&T> {
         let chunk = self.chunk(id)?;
         chunk.get(position(chunk, id).ok()?)
     }
 
-    pub(crate) fn get_mut(&mut self, id: RunId) -> Option<&mut Run> {
+    pub(crate) fn get_mut(&mut self, id: RunId) -> Option<&mut T> {
         let chunk = if id.0 >= self.tail_from {
             &mut self.tail
         } else {
@@ -88,37 +117,50 @@ impl RunTable {
         chunk.get_mut(at)
     }
 
-    /// Stores `run` under its id; answers the run it replaces, if any.
-    pub(crate) fn insert(&mut self, run: Run) -> Option<Run> {
-        let id = run.id;
-        if id.0 < self.tail_from {
-            return self.insert_sealed(run);
+    /// The value stored under `id`, made by `make` and stored if there is none; none
+    /// only if `make` makes a value with another id.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        id: RunId,
+        make: impl FnOnce() -> T,
+    ) -> Option<&mut T> {
+        if self.get(id).is_none() {
+            self.insert(make());
         }
-        if self.tail.last().is_none_or(|last| last.id < id) {
-            // The usual case: a new run, after every other.
+        self.get_mut(id)
+    }
+
+    /// Stores `value` under its id; answers the value it replaces, if any.
+    pub(crate) fn insert(&mut self, value: T) -> Option<T> {
+        let id = *value.key();
+        if id.0 < self.tail_from {
+            return self.insert_sealed(value);
+        }
+        if self.tail.last().is_none_or(|last| *last.key() < id) {
+            // The usual case: a new value, after every other.
             if self.tail.capacity() == 0 {
                 self.tail.reserve_exact(CHUNK);
             }
-            self.tail.push(run);
+            self.tail.push(value);
         } else {
             match position(&self.tail, id) {
-                Ok(at) => return Some(std::mem::replace(&mut self.tail[at], run)),
-                Err(at) => self.tail.insert(at, run),
+                Ok(at) => return Some(std::mem::replace(&mut self.tail[at], value)),
+                Err(at) => self.tail.insert(at, value),
             }
         }
         self.len += 1;
         if self.tail.len() >= CHUNK {
             let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK));
-            let next_from = full.last().map_or(self.tail_from, |last| last.id.0 + 1);
+            let next_from = full.last().map_or(self.tail_from, |last| last.key().0 + 1);
             self.sealed.insert(self.tail_from, full);
             self.tail_from = next_from;
         }
         None
     }
 
-    /// Inserts a run older than the tail: into the chunk whose range holds its id.
-    fn insert_sealed(&mut self, run: Run) -> Option<Run> {
-        let id = run.id;
+    /// Inserts a value older than the tail: into the chunk whose range holds its id.
+    fn insert_sealed(&mut self, value: T) -> Option<T> {
+        let id = *value.key();
         let key = match self.sealed.range(..=id.0).next_back() {
             Some((&key, _)) => key,
             None => {
@@ -130,20 +172,20 @@ impl RunTable {
         };
         let chunk = self.sealed.entry(key).or_default();
         match position(chunk, id) {
-            Ok(at) => return Some(std::mem::replace(&mut chunk[at], run)),
-            Err(at) => chunk.insert(at, run),
+            Ok(at) => return Some(std::mem::replace(&mut chunk[at], value)),
+            Err(at) => chunk.insert(at, value),
         }
         self.len += 1;
         if chunk.len() > 2 * CHUNK {
             let upper = chunk.split_off(CHUNK);
             if let Some(first) = upper.first() {
-                self.sealed.insert(first.id.0, upper);
+                self.sealed.insert(first.key().0, upper);
             }
         }
         None
     }
 
-    pub(crate) fn remove(&mut self, id: RunId) -> Option<Run> {
+    pub(crate) fn remove(&mut self, id: RunId) -> Option<T> {
         if id.0 >= self.tail_from {
             let at = position(&self.tail, id).ok()?;
             self.len -= 1;
@@ -151,18 +193,18 @@ impl RunTable {
         }
         let (&key, chunk) = self.sealed.range_mut(..=id.0).next_back()?;
         let at = position(chunk, id).ok()?;
-        let run = chunk.remove(at);
+        let value = chunk.remove(at);
         self.len -= 1;
         if chunk.is_empty() {
             self.sealed.remove(&key);
         } else {
             shrink(chunk);
         }
-        Some(run)
+        Some(value)
     }
 
-    /// Every run, by id.
-    pub(crate) fn iter(&self) -> Iter<'_> {
+    /// Every value, by id.
+    pub(crate) fn iter(&self) -> Iter<'_, T> {
         Iter {
             sealed: self.sealed.values(),
             current: [].iter(),
@@ -170,25 +212,33 @@ impl RunTable {
             remaining: self.len,
         }
     }
+
+    /// Every value, by id, to change (but not its id).
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.sealed
+            .values_mut()
+            .flat_map(|chunk| chunk.iter_mut())
+            .chain(self.tail.iter_mut())
+    }
 }
 
-/// The runs of a [`RunTable`] in id order.
+/// The values of an [`IdTable`] in id order, with their ids.
 #[derive(Debug)]
-pub(crate) struct Iter<'a> {
-    sealed: btree_map::Values<'a, u64, Vec<Run>>,
-    current: std::slice::Iter<'a, Run>,
-    tail: Option<&'a [Run]>,
+pub(crate) struct Iter<'a, T> {
+    sealed: btree_map::Values<'a, u64, Vec<T>>,
+    current: std::slice::Iter<'a, T>,
+    tail: Option<&'a [T]>,
     remaining: usize,
 }
 
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a RunId, &'a Run);
+impl<'a, T: Keyed> Iterator for Iter<'a, T> {
+    type Item = (&'a RunId, &'a T);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(run) = self.current.next() {
+            if let Some(value) = self.current.next() {
                 self.remaining = self.remaining.saturating_sub(1);
-                return Some((&run.id, run));
+                return Some((value.key(), value));
             }
             self.current = match self.sealed.next() {
                 Some(chunk) => chunk.iter(),
@@ -202,29 +252,25 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
-/// Exact because the table counts its runs as they come and go.
-impl ExactSizeIterator for Iter<'_> {}
+/// Exact because the table counts its values as they come and go.
+impl<T: Keyed> ExactSizeIterator for Iter<'_, T> {}
 
-impl PartialEq for RunTable {
+impl<T: Keyed + PartialEq> PartialEq for IdTable<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len
-            && self
-                .iter()
-                .map(|(_, run)| run)
-                .eq(other.iter().map(|(_, r)| r))
+        self.len == other.len && self.iter().map(|(_, v)| v).eq(other.iter().map(|(_, v)| v))
     }
 }
 
-impl Eq for RunTable {}
+impl<T: Keyed + Eq> Eq for IdTable<T> {}
 
-impl fmt::Debug for RunTable {
+impl<T: Keyed + fmt::Debug> fmt::Debug for IdTable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
 }
 
-/// Encoded as the map of runs by id, exactly as a sorted map of them would be.
-impl Serialize for RunTable {
+/// Encoded as the map of values by id, exactly as a sorted map of them would be.
+impl<T: Keyed + Serialize> Serialize for IdTable<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.len))?;
         for (id, run) in self.iter() {
@@ -234,32 +280,32 @@ impl Serialize for RunTable {
     }
 }
 
-impl<'de> Deserialize<'de> for RunTable {
+impl<'de, T: Keyed + Deserialize<'de>> Deserialize<'de> for IdTable<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(TableVisitor)
+        deserializer.deserialize_map(TableVisitor(std::marker::PhantomData))
     }
 }
 
-struct TableVisitor;
+struct TableVisitor<T>(std::marker::PhantomData<T>);
 
-impl<'de> Visitor<'de> for TableVisitor {
-    type Value = RunTable;
+impl<'de, T: Keyed + Deserialize<'de>> Visitor<'de> for TableVisitor<T> {
+    type Value = IdTable<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of runs by id")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RunTable, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdTable<T>, A::Error> {
         use serde::de::Error;
-        let mut table = RunTable::default();
-        while let Some((id, run)) = map.next_entry::<RunId, Run>()? {
-            if run.id != id {
+        let mut table = IdTable::default();
+        while let Some((id, value)) = map.next_entry::<RunId, T>()? {
+            if *value.key() != id {
                 return Err(A::Error::custom(format!(
                     "run {} is stored under id {id}",
-                    run.id
+                    value.key()
                 )));
             }
-            if table.insert(run).is_some() {
+            if table.insert(value).is_some() {
                 return Err(A::Error::custom(format!("run {id} is stored twice")));
             }
         }
@@ -299,7 +345,7 @@ mod tests {
     }
 
     /// The table holds exactly the model's runs, in order, and finds each of them.
-    fn agrees(table: &RunTable, model: &BTreeMap<u64, u64>) -> Result<(), TestCaseError> {
+    fn agrees(table: &IdTable<Run>, model: &BTreeMap<u64, u64>) -> Result<(), TestCaseError> {
         prop_assert_eq!(table.len(), model.len());
         prop_assert_eq!(table.iter().len(), model.len());
         let listed: Vec<(u64, u64)> = table.iter().map(|(id, r)| (id.0, r.term)).collect();
@@ -334,7 +380,7 @@ mod tests {
         /// table agreeing with a sorted map, and its encoding equal to the map's.
         #[test]
         fn the_table_agrees_with_a_sorted_map(ops in proptest::collection::vec(op(), 0..600)) {
-            let mut table = RunTable::default();
+            let mut table = IdTable::<Run>::default();
             let mut model = BTreeMap::new();
             let mut next = 0u64;
             for (step, op) in (1u64..).zip(ops) {
@@ -371,14 +417,14 @@ mod tests {
                 table.iter().map(|(id, r)| (*id, r.clone())).collect();
             let bytes = postcard::to_stdvec(&table).expect("encodes");
             prop_assert_eq!(&bytes, &postcard::to_stdvec(&runs).expect("encodes"));
-            let back: RunTable = postcard::from_bytes(&bytes).expect("decodes");
+            let back: IdTable<Run> = postcard::from_bytes(&bytes).expect("decodes");
             prop_assert!(back == table);
         }
     }
 
     #[test]
     fn a_chunk_that_loses_most_of_its_runs_gives_its_room_back_and_an_empty_one_goes() {
-        let mut table = RunTable::default();
+        let mut table = IdTable::<Run>::default();
         for id in 0..(3 * CHUNK as u64) {
             table.insert(run(id));
         }
@@ -402,14 +448,14 @@ mod tests {
         let mut misfiled = BTreeMap::new();
         misfiled.insert(RunId(5), run(6));
         let bytes = postcard::to_stdvec(&misfiled).expect("encodes");
-        assert!(postcard::from_bytes::<RunTable>(&bytes).is_err());
-        let err = serde_json::from_str::<RunTable>(&format!(
+        assert!(postcard::from_bytes::<IdTable<Run>>(&bytes).is_err());
+        let err = serde_json::from_str::<IdTable<Run>>(&format!(
             r#"{{"6": {0}, "6": {0}}}"#,
             serde_json::to_string(&run(6)).expect("encodes")
         ))
         .expect_err("refused");
         assert!(err.to_string().contains("run 6 is stored twice"), "{err}");
-        let err = serde_json::from_str::<RunTable>(&format!(
+        let err = serde_json::from_str::<IdTable<Run>>(&format!(
             r#"{{"5": {}}}"#,
             serde_json::to_string(&run(6)).expect("encodes")
         ))
