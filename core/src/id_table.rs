@@ -203,6 +203,23 @@ impl<T: Keyed> IdTable<T> {
         Some(value)
     }
 
+    /// Keeps the values `keep` answers true for, in order; it may change them (but not
+    /// their ids).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
+        let mut removed = 0;
+        self.sealed.retain(|_, chunk| {
+            let before = chunk.len();
+            chunk.retain_mut(&mut keep);
+            removed += before - chunk.len();
+            shrink(chunk);
+            !chunk.is_empty()
+        });
+        let before = self.tail.len();
+        self.tail.retain_mut(&mut keep);
+        removed += before - self.tail.len();
+        self.len -= removed;
+    }
+
     /// Every value, by id.
     pub(crate) fn iter(&self) -> Iter<'_, T> {
         Iter {
@@ -364,6 +381,8 @@ mod tests {
         Insert(u64),
         Remove(u64),
         Touch(u64),
+        /// Keeps the values whose term is not a multiple of this, and changes the rest.
+        Retain(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -372,11 +391,12 @@ mod tests {
             1 => (0u64..400).prop_map(Op::Insert),
             4 => (0u64..400).prop_map(Op::Remove),
             1 => (0u64..400).prop_map(Op::Touch),
+            1 => (2u64..6).prop_map(Op::Retain),
         ]
     }
 
     proptest! {
-        /// Any sequence of appends, insertions anywhere, removals and changes leaves the
+        /// Any sequence of appends, insertions anywhere, removals, retains and changes leaves the
         /// table agreeing with a sorted map, and its encoding equal to the map's.
         #[test]
         fn the_table_agrees_with_a_sorted_map(ops in proptest::collection::vec(op(), 0..600)) {
@@ -401,6 +421,16 @@ mod tests {
                         let gone = table.remove(RunId(id)).map(|r| r.term);
                         prop_assert_eq!(gone, model.remove(&id));
                         prop_assert!(table.get(RunId(id)).is_none());
+                    }
+                    Op::Retain(k) => {
+                        table.retain(|r| {
+                            r.term += 1;
+                            (r.term - 1) % k != 0
+                        });
+                        model.retain(|_, term| *term % k != 0);
+                        for term in model.values_mut() {
+                            *term += 1;
+                        }
                     }
                     Op::Touch(id) => {
                         if let Some(r) = table.get_mut(RunId(id)) {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::FixedHash;
 use crate::command::{Command, Declare, Finish, Outcome};
 use crate::host::HostId;
+use crate::id_table::{IdTable, Keyed};
 use crate::job::{Concurrency, ExecutorSpec, JobName, JobSpec, MissedPolicy, Request};
 use crate::membership::{Change, Liveness, Membership};
 use crate::placement::{self, Candidate, Need, Pending};
@@ -220,20 +221,37 @@ struct Placed {
 
 /// What the leader keeps of one declared run: its dispatch, until the host reports the
 /// run started, and the resources placed for it, until it ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tracked {
+    id: RunId,
     dispatch: Option<Dispatch>,
     placed: Option<Placed>,
 }
 
-/// The runs the leader keeps after, in one map: a run declared and dispatched costs one
-/// insertion, and ending it one removal.
+impl Tracked {
+    fn new(id: RunId) -> Self {
+        Tracked {
+            id,
+            dispatch: None,
+            placed: None,
+        }
+    }
+}
+
+impl Keyed for Tracked {
+    fn key(&self) -> &RunId {
+        &self.id
+    }
+}
+
+/// The runs the leader keeps after, in one table: a run declared and dispatched costs
+/// one insertion (at the end, as run ids grow), and ending it one removal.
 #[derive(Debug, Default)]
-struct InFlight(BTreeMap<RunId, Tracked>);
+struct InFlight(IdTable<Tracked>);
 
 impl InFlight {
     fn dispatch(&self, id: RunId) -> Option<&Dispatch> {
-        self.0.get(&id).and_then(|t| t.dispatch.as_ref())
+        self.0.get(id).and_then(|t| t.dispatch.as_ref())
     }
 
     fn dispatches(&self) -> impl Iterator<Item = (RunId, &Dispatch)> {
@@ -248,11 +266,11 @@ impl InFlight {
 
     /// Forgets the placements on `host` made before `cutoff`, which its gossip now
     /// shows, and runs left with neither a placement nor a dispatch; answers what the
-    /// placements had counted. So the map holds the runs placed lately or still to be
+    /// placements had counted. So the table holds the runs placed lately or still to be
     /// started, not every running run.
     fn release_reflected(&mut self, host: HostId, cutoff: Mono) -> Vec<Request> {
         let mut freed = Vec::new();
-        self.0.retain(|_, tracked| {
+        self.0.retain(|tracked| {
             if let Some(p) = tracked.placed
                 && p.host == host
                 && p.at < cutoff
@@ -267,31 +285,38 @@ impl InFlight {
 
     /// The run's dispatch, made with `new` if it has none; records `placed`, if any,
     /// in the same lookup.
-    fn dispatch_or(&mut self, id: RunId, new: Dispatch, placed: Option<Placed>) -> &mut Dispatch {
-        let tracked = self.0.entry(id).or_default();
+    fn dispatch_or(
+        &mut self,
+        id: RunId,
+        new: Dispatch,
+        placed: Option<Placed>,
+    ) -> Option<&mut Dispatch> {
+        let tracked = self.0.get_or_insert_with(id, || Tracked::new(id))?;
         if placed.is_some() {
             tracked.placed = placed;
         }
-        tracked.dispatch.get_or_insert(new)
+        Some(tracked.dispatch.get_or_insert(new))
     }
 
     fn place(&mut self, id: RunId, placed: Placed) {
-        self.0.entry(id).or_default().placed = Some(placed);
+        if let Some(tracked) = self.0.get_or_insert_with(id, || Tracked::new(id)) {
+            tracked.placed = Some(placed);
+        }
     }
 
     /// Forgets the run's dispatch (it started, or will never be sent again).
     fn end_dispatch(&mut self, id: RunId) {
-        if let std::collections::btree_map::Entry::Occupied(mut e) = self.0.entry(id) {
-            e.get_mut().dispatch = None;
-            if e.get().placed.is_none() {
-                e.remove();
+        if let Some(tracked) = self.0.get_mut(id) {
+            tracked.dispatch = None;
+            if tracked.placed.is_none() {
+                self.0.remove(id);
             }
         }
     }
 
     /// Forgets the run (it ended, or is gone); answers what was placed for it.
     fn remove(&mut self, id: RunId) -> Option<Placed> {
-        self.0.remove(&id).and_then(|t| t.placed)
+        self.0.remove(id).and_then(|t| t.placed)
     }
 }
 
@@ -1007,7 +1032,7 @@ impl Leader {
             .waits_for
             .iter()
             .any(|w| ctx.state.run(*w).is_some_and(|r| r.is_active()));
-        let entry = self.inflight.dispatch_or(
+        let Some(entry) = self.inflight.dispatch_or(
             id,
             Dispatch {
                 host,
@@ -1016,7 +1041,9 @@ impl Leader {
                 waiting,
             },
             placed,
-        );
+        ) else {
+            return;
+        };
         entry.waiting = waiting;
         if waiting {
             self.waiting.insert(id);
@@ -1799,7 +1826,7 @@ mod tests {
         let freed = runs.release_reflected(HostId(1), Mono::from_millis(4_000));
         assert_eq!(freed.len(), 2, "{freed:?}");
         assert_eq!(
-            runs.0.keys().copied().collect::<Vec<_>>(),
+            runs.0.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             [RunId(2), RunId(3), RunId(4)]
         );
         assert!(runs.dispatch(RunId(2)).is_some());
