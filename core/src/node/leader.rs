@@ -155,6 +155,10 @@ impl Proposed {
     /// `None` for a declaration this leader did not propose.
     fn take(&mut self, d: &Declare) -> Option<ProposedDeclare> {
         let index = self.0.iter().position(|p| p.declare == *d)?;
+        if index == 0 {
+            // The usual case: the log applies declarations in the order proposed.
+            return self.0.pop_front();
+        }
         self.0.remove(index)
     }
 
@@ -1566,19 +1570,18 @@ impl Leader {
             return;
         }
         let max = ctx.config.limits.proposal_commands_max.max(1);
-        let commands = core::mem::take(&mut self.outbox);
-        let mut chunk = Vec::with_capacity(commands.len().min(max));
-        for command in commands {
-            chunk.push(command);
-            if chunk.len() == max {
-                ctx.effects
-                    .push_back(Effect::Propose(Command::batch(core::mem::take(&mut chunk))));
-            }
-        }
-        if !chunk.is_empty() {
+        // The commands go out in the vector they were gathered in, not copied; the next
+        // tick's start as large, so that gathering them does not grow a vector again.
+        let next = Vec::with_capacity(self.outbox.len().min(max));
+        let mut commands = core::mem::replace(&mut self.outbox, next);
+        while commands.len() > max {
+            let rest = commands.split_off(max);
             ctx.effects
-                .push_back(Effect::Propose(Command::batch(chunk)));
+                .push_back(Effect::Propose(Command::batch(commands)));
+            commands = rest;
         }
+        ctx.effects
+            .push_back(Effect::Propose(Command::batch(commands)));
     }
 }
 
