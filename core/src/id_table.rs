@@ -13,6 +13,9 @@ use crate::run::{Run, RunId};
 /// How many values a chunk holds when it is sealed.
 const CHUNK: usize = 32;
 
+/// How many emptied chunks a table keeps to seal its next tails in.
+const SPARE_MAX: usize = 64;
+
 /// A value stored under the run id it holds.
 pub(crate) trait Keyed {
     /// The id the value is stored under.
@@ -50,6 +53,10 @@ pub(crate) struct IdTable<T> {
     /// The least id the tail may hold.
     tail_from: u64,
     len: usize,
+    /// Emptied chunks of full size, to seal the next tails in: a table whose values come
+    /// and go in their thousands a second would otherwise give memory back to the
+    /// allocator and take fresh pages, not in any cache, a moment later.
+    spare: Vec<Vec<T>>,
 }
 
 impl<T> Default for IdTable<T> {
@@ -59,6 +66,7 @@ impl<T> Default for IdTable<T> {
             tail: Vec::new(),
             tail_from: 0,
             len: 0,
+            spare: Vec::new(),
         }
     }
 }
@@ -80,6 +88,13 @@ fn position<T: Keyed>(chunk: &[T], id: RunId) -> Result<usize, usize> {
 fn shrink<T>(chunk: &mut Vec<T>) {
     if chunk.capacity() > 4 && chunk.len() * 4 <= chunk.capacity() {
         chunk.shrink_to(chunk.len() * 2);
+    }
+}
+
+/// Keeps an emptied chunk of full size to seal a later tail in, up to [`SPARE_MAX`].
+fn keep_spare<T>(spare: &mut Vec<Vec<T>>, chunk: Vec<T>) {
+    if chunk.is_empty() && chunk.capacity() == CHUNK && spare.len() < SPARE_MAX {
+        spare.push(chunk);
     }
 }
 
@@ -150,7 +165,11 @@ impl<T: Keyed> IdTable<T> {
         }
         self.len += 1;
         if self.tail.len() >= CHUNK {
-            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK));
+            let next = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            let full = std::mem::replace(&mut self.tail, next);
             let next_from = full.last().map_or(self.tail_from, |last| last.key().0 + 1);
             self.sealed.insert(self.tail_from, full);
             self.tail_from = next_from;
@@ -191,13 +210,18 @@ impl<T: Keyed> IdTable<T> {
             self.len -= 1;
             return Some(self.tail.remove(at));
         }
+        let oldest = self.sealed.first_key_value().map(|(&key, _)| key);
         let (&key, chunk) = self.sealed.range_mut(..=id.0).next_back()?;
         let at = position(chunk, id).ok()?;
         let value = chunk.remove(at);
         self.len -= 1;
         if chunk.is_empty() {
-            self.sealed.remove(&key);
-        } else {
+            if let Some(chunk) = self.sealed.remove(&key) {
+                keep_spare(&mut self.spare, chunk);
+            }
+        } else if Some(key) != oldest {
+            // The oldest chunk is where values taken in order go from: it is about to
+            // empty, and shrinking it on the way would copy it again and again.
             shrink(chunk);
         }
         Some(value)
@@ -207,12 +231,20 @@ impl<T: Keyed> IdTable<T> {
     /// their ids).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
         let mut removed = 0;
-        self.sealed.retain(|_, chunk| {
+        let spare = &mut self.spare;
+        let oldest = self.sealed.first_key_value().map(|(&key, _)| key);
+        self.sealed.retain(|&key, chunk| {
             let before = chunk.len();
             chunk.retain_mut(&mut keep);
             removed += before - chunk.len();
-            shrink(chunk);
-            !chunk.is_empty()
+            if chunk.is_empty() {
+                keep_spare(spare, std::mem::take(chunk));
+                return false;
+            }
+            if Some(key) != oldest {
+                shrink(chunk);
+            }
+            true
         });
         let before = self.tail.len();
         self.tail.retain_mut(&mut keep);
@@ -453,24 +485,44 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_that_loses_most_of_its_runs_gives_its_room_back_and_an_empty_one_goes() {
+    fn a_chunk_that_loses_most_of_its_runs_gives_its_room_back_and_an_empty_one_is_reused() {
         let mut table = IdTable::<Run>::default();
-        for id in 0..(3 * CHUNK as u64) {
+        let chunk = CHUNK as u64;
+        for id in 0..(3 * chunk) {
             table.insert(run(id));
         }
         assert_eq!(table.sealed.len(), 3);
-        for id in 0..(CHUNK as u64 - 2) {
+        // The second chunk loses most of its runs: it shrinks.
+        for id in chunk..(2 * chunk - 2) {
             table.remove(RunId(id));
         }
-        let first = table.sealed.values().next().expect("a chunk");
-        assert_eq!(first.len(), 2);
-        assert!(first.capacity() < CHUNK, "capacity {}", first.capacity());
-        table.remove(RunId(CHUNK as u64 - 2));
-        table.remove(RunId(CHUNK as u64 - 1));
-        assert_eq!(table.sealed.len(), 2);
+        let second = table.sealed.values().nth(1).expect("a chunk");
+        assert_eq!(second.len(), 2);
+        assert!(second.capacity() < CHUNK, "capacity {}", second.capacity());
+        // The oldest, taken in order, keeps its size until it empties; then it is kept
+        // to seal a later tail in, where the shrunk one is not.
+        for id in 0..(chunk - 1) {
+            table.remove(RunId(id));
+        }
+        let oldest = table.sealed.values().next().expect("a chunk");
+        assert_eq!((oldest.len(), oldest.capacity()), (1, CHUNK));
+        table.remove(RunId(chunk - 1));
+        assert_eq!(table.spare.len(), 1, "an emptied full-size chunk is kept");
+        table.remove(RunId(2 * chunk - 2));
+        table.remove(RunId(2 * chunk - 1));
+        assert_eq!(table.spare.len(), 1, "a shrunk chunk is not kept");
+        assert_eq!(table.sealed.len(), 1);
+        assert_eq!(table.len(), CHUNK);
+        for id in (3 * chunk)..(4 * chunk) {
+            table.insert(run(id));
+        }
+        assert!(
+            table.spare.is_empty(),
+            "sealing the next tail takes the kept chunk"
+        );
         assert_eq!(table.len(), 2 * CHUNK);
         assert!(table.get(RunId(0)).is_none());
-        assert!(table.get(RunId(CHUNK as u64)).is_some());
+        assert!(table.get(RunId(2 * chunk)).is_some());
     }
 
     #[test]
