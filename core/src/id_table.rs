@@ -84,9 +84,19 @@ fn position<T: Keyed>(chunk: &[T], id: RunId) -> Result<usize, usize> {
     chunk.binary_search_by_key(&id, |value| *value.key())
 }
 
-/// Gives back most of the room of a chunk that has lost most of its values.
-fn shrink<T>(chunk: &mut Vec<T>) {
-    if chunk.capacity() > 4 && chunk.len() * 4 <= chunk.capacity() {
+/// Gives back most of the room of a chunk that has lost most of its values. A chunk of
+/// full size moves its values to a smaller one and is kept, empty, to seal a later tail
+/// in (up to [`SPARE_MAX`]): a table whose runs are trimmed one here and one there
+/// frees a full-size chunk about as often as it seals one.
+fn shrink<T>(chunk: &mut Vec<T>, spare: &mut Vec<Vec<T>>) {
+    if chunk.capacity() <= 4 || chunk.len() * 4 > chunk.capacity() {
+        return;
+    }
+    if chunk.capacity() == CHUNK && spare.len() < SPARE_MAX {
+        let mut smaller = Vec::with_capacity(chunk.len() * 2);
+        smaller.append(chunk);
+        spare.push(std::mem::replace(chunk, smaller));
+    } else {
         chunk.shrink_to(chunk.len() * 2);
     }
 }
@@ -222,7 +232,7 @@ impl<T: Keyed> IdTable<T> {
         } else if Some(key) != oldest {
             // The oldest chunk is where values taken in order go from: it is about to
             // empty, and shrinking it on the way would copy it again and again.
-            shrink(chunk);
+            shrink(chunk, &mut self.spare);
         }
         Some(value)
     }
@@ -242,7 +252,7 @@ impl<T: Keyed> IdTable<T> {
                 return false;
             }
             if Some(key) != oldest {
-                shrink(chunk);
+                shrink(chunk, spare);
             }
             true
         });
@@ -499,6 +509,7 @@ mod tests {
         let second = table.sealed.values().nth(1).expect("a chunk");
         assert_eq!(second.len(), 2);
         assert!(second.capacity() < CHUNK, "capacity {}", second.capacity());
+        assert_eq!(table.spare.len(), 1, "its full-size room is kept to reuse");
         // The oldest, taken in order, keeps its size until it empties; then it is kept
         // to seal a later tail in, where the shrunk one is not.
         for id in 0..(chunk - 1) {
@@ -507,18 +518,19 @@ mod tests {
         let oldest = table.sealed.values().next().expect("a chunk");
         assert_eq!((oldest.len(), oldest.capacity()), (1, CHUNK));
         table.remove(RunId(chunk - 1));
-        assert_eq!(table.spare.len(), 1, "an emptied full-size chunk is kept");
+        assert_eq!(table.spare.len(), 2, "an emptied full-size chunk is kept");
         table.remove(RunId(2 * chunk - 2));
         table.remove(RunId(2 * chunk - 1));
-        assert_eq!(table.spare.len(), 1, "a shrunk chunk is not kept");
+        assert_eq!(table.spare.len(), 2, "a shrunk chunk is not kept");
         assert_eq!(table.sealed.len(), 1);
         assert_eq!(table.len(), CHUNK);
         for id in (3 * chunk)..(4 * chunk) {
             table.insert(run(id));
         }
-        assert!(
-            table.spare.is_empty(),
-            "sealing the next tail takes the kept chunk"
+        assert_eq!(
+            table.spare.len(),
+            1,
+            "sealing the next tail takes a kept chunk"
         );
         assert_eq!(table.len(), 2 * CHUNK);
         assert!(table.get(RunId(0)).is_none());
