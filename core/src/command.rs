@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::HostId;
 use crate::job::{JobError, JobName, JobSpec};
-use crate::run::{Reason, RunId, RunState, Trigger};
+use crate::run::{Reason, Run, RunId, RunState, Trigger};
 use crate::state::Settings;
 use crate::time::Timestamp;
 
@@ -158,6 +158,32 @@ pub struct Declare {
     pub term: u64,
     /// When the leader decided.
     pub at: Timestamp,
+}
+
+impl Declare {
+    /// The run this declaration makes under `id`, before anything has happened to it.
+    pub(crate) fn run(&self, id: RunId) -> Run {
+        Run {
+            id,
+            job: self.job.clone(),
+            scheduled_at: self.scheduled_at,
+            attempt: self.attempt,
+            trigger: self.trigger,
+            host: self.host,
+            state: RunState::Declared,
+            term: self.term,
+            declared_at: self.at,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            detail: None,
+            missed_until: None,
+            missed_count: 0,
+            stop: None,
+            waits_for: Vec::new(),
+        }
+    }
 }
 
 /// The end of a run.

@@ -377,30 +377,21 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::run::{RunState, Trigger};
+    use crate::command::Declare;
+    use crate::run::Trigger;
     use crate::testkit::{name, ts};
 
     fn run(id: u64) -> Run {
-        Run {
-            id: RunId(id),
+        let declare = Declare {
             job: name("job"),
             scheduled_at: ts("2026-01-01T00:00:00Z"),
             attempt: 1,
             trigger: Trigger::Schedule,
             host: None,
-            state: RunState::Declared,
             term: id,
-            declared_at: ts("2026-01-01T00:00:00Z"),
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            reason: None,
-            detail: None,
-            missed_until: None,
-            missed_count: 0,
-            stop: None,
-            waits_for: Vec::new(),
-        }
+            at: ts("2026-01-01T00:00:00Z"),
+        };
+        declare.run(RunId(id))
     }
 
     /// The table holds exactly the model's runs, in order, and finds each of them.

@@ -430,26 +430,7 @@ impl State {
 
         let id = RunId(self.next_run);
         self.next_run += 1;
-        let mut run = Run {
-            id,
-            job: d.job.clone(),
-            scheduled_at: d.scheduled_at,
-            attempt: d.attempt,
-            trigger: d.trigger,
-            host: d.host,
-            state: RunState::Declared,
-            term: d.term,
-            declared_at: d.at,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            reason: None,
-            detail: None,
-            missed_until: None,
-            missed_count: 0,
-            stop: None,
-            waits_for: Vec::new(),
-        };
+        let mut run = d.run(id);
 
         let forced = matches!(d.trigger, Trigger::Manual { force: true });
         let blocking = job.active.first().copied();
