@@ -142,15 +142,19 @@ impl<T: Keyed> IdTable<T> {
         chunk.get_mut(at)
     }
 
-    /// The value stored under `id`, made by `make` and stored if there is none; none
-    /// only if `make` makes a value with another id.
+    /// The value stored under `id`, made by `make` and stored if there is none; none,
+    /// and nothing stored, if `make` makes a value with another id.
     pub(crate) fn get_or_insert_with(
         &mut self,
         id: RunId,
         make: impl FnOnce() -> T,
     ) -> Option<&mut T> {
         if self.get(id).is_none() {
-            self.insert(make());
+            let value = make();
+            if *value.key() != id {
+                return None;
+            }
+            self.insert(value);
         }
         self.get_mut(id)
     }
@@ -179,8 +183,16 @@ impl<T: Keyed> IdTable<T> {
                 .spare
                 .pop()
                 .unwrap_or_else(|| Vec::with_capacity(CHUNK));
-            let full = std::mem::replace(&mut self.tail, next);
-            let next_from = full.last().map_or(self.tail_from, |last| last.key().0 + 1);
+            let mut full = std::mem::replace(&mut self.tail, next);
+            let next_from = match full.last().map(|last| last.key().0) {
+                // No id comes after the greatest there is: it stays in the tail, alone.
+                Some(u64::MAX) => {
+                    self.tail.extend(full.pop());
+                    u64::MAX
+                }
+                Some(last) => last + 1,
+                None => self.tail_from,
+            };
             self.sealed.insert(self.tail_from, full);
             self.tail_from = next_from;
         }
@@ -207,6 +219,7 @@ impl<T: Keyed> IdTable<T> {
         self.len += 1;
         if chunk.len() > 2 * CHUNK {
             let upper = chunk.split_off(CHUNK);
+            chunk.shrink_to(CHUNK);
             if let Some(first) = upper.first() {
                 self.sealed.insert(first.key().0, upper);
             }
@@ -394,6 +407,10 @@ mod tests {
         declare.run(RunId(id))
     }
 
+    fn id_of(id: u64) -> RunId {
+        RunId(id)
+    }
+
     /// The table holds exactly the model's runs, in order, and finds each of them.
     fn agrees(table: &IdTable<Run>, model: &BTreeMap<u64, u64>) -> Result<(), TestCaseError> {
         prop_assert_eq!(table.len(), model.len());
@@ -416,6 +433,10 @@ mod tests {
         Touch(u64),
         /// Keeps the values whose term is not a multiple of this, and changes the rest.
         Retain(u64),
+        /// Inserts 70 ids from this one up, in order: more than a chunk splits at.
+        Fill(u64),
+        GetOrInsert(u64),
+        TouchAll,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -425,6 +446,9 @@ mod tests {
             4 => (0u64..400).prop_map(Op::Remove),
             1 => (0u64..400).prop_map(Op::Touch),
             1 => (2u64..6).prop_map(Op::Retain),
+            1 => (0u64..400).prop_map(Op::Fill),
+            1 => (0u64..400).prop_map(Op::GetOrInsert),
+            1 => Just(Op::TouchAll),
         ]
     }
 
@@ -454,6 +478,38 @@ mod tests {
                         let gone = table.remove(RunId(id)).map(|r| r.term);
                         prop_assert_eq!(gone, model.remove(&id));
                         prop_assert!(table.get(RunId(id)).is_none());
+                    }
+                    Op::Fill(from) => {
+                        for id in from..from + 70 {
+                            let mut r = run(id);
+                            r.term = 3_000_000 + id;
+                            let old = table.insert(r).map(|r| r.term);
+                            prop_assert_eq!(old, model.insert(id, 3_000_000 + id));
+                        }
+                        next = next.max(from + 70);
+                    }
+                    Op::GetOrInsert(id) => {
+                        let got = table.get_or_insert_with(id_of(id), || {
+                            let mut r = run(id);
+                            r.term = 4_000_000 + step;
+                            r
+                        });
+                        let expected = *model.entry(id).or_insert(4_000_000 + step);
+                        prop_assert_eq!(got.map(|r| r.term), Some(expected));
+                        if !model.contains_key(&(id + 1)) {
+                            // Made under another id: refused, and nothing stored.
+                            let made = table.get_or_insert_with(id_of(id + 1), || run(id));
+                            prop_assert!(made.is_none());
+                        }
+                        next = next.max(id + 1);
+                    }
+                    Op::TouchAll => {
+                        for r in table.values_mut() {
+                            r.term += 7;
+                        }
+                        for term in model.values_mut() {
+                            *term += 7;
+                        }
                     }
                     Op::Retain(k) => {
                         table.retain(|r| {
@@ -526,6 +582,45 @@ mod tests {
         assert_eq!(table.len(), 2 * CHUNK);
         assert!(table.get(RunId(0)).is_none());
         assert!(table.get(RunId(2 * chunk)).is_some());
+    }
+
+    #[test]
+    fn a_chunk_that_takes_many_older_ids_splits_and_keeps_them_in_order() {
+        let mut table = IdTable::<Run>::default();
+        for id in 1_000..1_032 {
+            table.insert(run(id));
+        }
+        // Sealed as one chunk that may hold every id below 1,032.
+        assert_eq!(table.sealed.len(), 1);
+        for id in 0..200 {
+            assert!(table.insert(run(id)).is_none());
+        }
+        assert!(table.sealed.len() > 3, "{} chunks", table.sealed.len());
+        assert!(table.sealed.values().all(|c| c.len() <= 2 * CHUNK));
+        assert!(table.sealed.values().all(|c| c.capacity() <= 2 * CHUNK + 2));
+        assert_eq!(table.len(), 232);
+        let ids: Vec<u64> = table.iter().map(|(id, _)| id.0).collect();
+        let expected: Vec<u64> = (0..200).chain(1_000..1_032).collect();
+        assert_eq!(ids, expected);
+        assert!(expected.iter().all(|&id| table.get(RunId(id)).is_some()));
+    }
+
+    #[test]
+    fn the_greatest_id_there_is_stays_findable() {
+        let mut table = IdTable::<Run>::default();
+        // Two chunks' worth: the second fills the tail up to the greatest id.
+        let ids: Vec<u64> = (u64::MAX - 63..=u64::MAX).collect();
+        for &id in &ids {
+            table.insert(run(id));
+        }
+        assert_eq!(table.len(), ids.len());
+        assert!(ids.iter().all(|&id| table.get(RunId(id)).is_some()));
+        let bytes = postcard::to_stdvec(&table).expect("encodes");
+        let back: IdTable<Run> = postcard::from_bytes(&bytes).expect("decodes");
+        assert!(back == table);
+        assert!(table.remove(RunId(u64::MAX)).is_some());
+        assert!(table.insert(run(u64::MAX)).is_none());
+        assert_eq!(table.iter().last().map(|(id, _)| id.0), Some(u64::MAX));
     }
 
     #[test]

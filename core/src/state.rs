@@ -373,7 +373,17 @@ impl State {
             .ok_or_else(|| Rejection::UnknownJob(name.clone()))
     }
 
+    /// Refuses a command that would make a run when no run id is left (only a state
+    /// decoded from a crafted snapshot gets there), before it changes anything.
+    fn check_ids_left(&self) -> Result<(), Rejection> {
+        if self.next_run == u64::MAX {
+            return Err(Rejection::Malformed("no run id is left".into()));
+        }
+        Ok(())
+    }
+
     fn declare(&mut self, d: &Declare) -> Result<Outcome, Rejection> {
+        self.check_ids_left()?;
         if d.term != self.term {
             return Err(Rejection::StaleTerm {
                 term: d.term,
@@ -561,6 +571,7 @@ impl State {
         reason: Reason,
         at: Timestamp,
     ) -> Result<Outcome, Rejection> {
+        self.check_ids_left()?;
         if count == 0 || first > last || (count == 1 && first != last) {
             return Err(Rejection::Malformed(format!(
                 "missed range {first}..{last} of {count} fires"

@@ -1574,14 +1574,16 @@ impl Leader {
         // tick's start as large, so that gathering them does not grow a vector again.
         let next = Vec::with_capacity(self.outbox.len().min(max));
         let mut commands = core::mem::replace(&mut self.outbox, next);
+        // Cut from the back, so that each cut copies only the commands it takes.
+        let mut later = Vec::new();
         while commands.len() > max {
-            let rest = commands.split_off(max);
-            ctx.effects
-                .push_back(Effect::Propose(Command::batch(commands)));
-            commands = rest;
+            let cut = (commands.len() - 1) / max * max;
+            later.push(commands.split_off(cut));
         }
-        ctx.effects
-            .push_back(Effect::Propose(Command::batch(commands)));
+        for batch in std::iter::once(commands).chain(later.into_iter().rev()) {
+            ctx.effects
+                .push_back(Effect::Propose(Command::batch(batch)));
+        }
     }
 }
 

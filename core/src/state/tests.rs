@@ -923,3 +923,28 @@ fn a_declaration_or_record_that_would_pass_over_a_fire_is_refused() {
     ));
     declared(&apply(&mut state, &mut i, &skip));
 }
+
+#[test]
+fn a_state_with_no_run_id_left_refuses_new_runs_and_changes_nothing() {
+    let (mut state, mut i) = state_with(&[job("a", "@hourly")]);
+    state.next_run = u64::MAX;
+    let before = state.clone();
+    let d = declare("a", "2026-01-01T01:00:00Z", 1, Trigger::Schedule, Some(H1));
+    let missed = Command::RecordMissed {
+        job: name("a"),
+        first: ts("2026-01-01T01:00:00Z"),
+        last: ts("2026-01-01T01:00:00Z"),
+        count: 1,
+        reason: Reason::StartingDeadline,
+        at: ts("2026-01-01T01:00:00Z"),
+    };
+    for command in [d, missed] {
+        i += 1;
+        assert_eq!(
+            state.apply(i, &command),
+            Outcome::Rejected(Rejection::Malformed("no run id is left".into()))
+        );
+    }
+    assert_eq!(state.job(&name("a")), before.job(&name("a")));
+    assert_eq!(state.runs().len(), 0);
+}
