@@ -407,8 +407,20 @@ mod tests {
         declare.run(RunId(id))
     }
 
-    fn id_of(id: u64) -> RunId {
-        RunId(id)
+    fn run_with_term(id: u64, term: u64) -> Run {
+        Run { term, ..run(id) }
+    }
+
+    /// Inserts a run into the table and its term into the model: both replace alike.
+    fn insert_both(
+        table: &mut IdTable<Run>,
+        model: &mut BTreeMap<u64, u64>,
+        id: u64,
+        term: u64,
+    ) -> Result<(), TestCaseError> {
+        let old = table.insert(run_with_term(id, term)).map(|r| r.term);
+        prop_assert_eq!(old, model.insert(id, term));
+        Ok(())
     }
 
     /// The table holds exactly the model's runs, in order, and finds each of them.
@@ -468,10 +480,7 @@ mod tests {
                         next += 1;
                     }
                     Op::Insert(id) => {
-                        let mut r = run(id);
-                        r.term = 1_000_000 + step;
-                        let old = table.insert(r).map(|r| r.term);
-                        prop_assert_eq!(old, model.insert(id, 1_000_000 + step));
+                        insert_both(&mut table, &mut model, id, 1_000_000 + step)?;
                         next = next.max(id + 1);
                     }
                     Op::Remove(id) => {
@@ -481,24 +490,19 @@ mod tests {
                     }
                     Op::Fill(from) => {
                         for id in from..from + 70 {
-                            let mut r = run(id);
-                            r.term = 3_000_000 + id;
-                            let old = table.insert(r).map(|r| r.term);
-                            prop_assert_eq!(old, model.insert(id, 3_000_000 + id));
+                            insert_both(&mut table, &mut model, id, 3_000_000 + id)?;
                         }
                         next = next.max(from + 70);
                     }
                     Op::GetOrInsert(id) => {
-                        let got = table.get_or_insert_with(id_of(id), || {
-                            let mut r = run(id);
-                            r.term = 4_000_000 + step;
-                            r
+                        let got = table.get_or_insert_with(RunId(id), || {
+                            run_with_term(id, 4_000_000 + step)
                         });
                         let expected = *model.entry(id).or_insert(4_000_000 + step);
                         prop_assert_eq!(got.map(|r| r.term), Some(expected));
                         if !model.contains_key(&(id + 1)) {
                             // Made under another id: refused, and nothing stored.
-                            let made = table.get_or_insert_with(id_of(id + 1), || run(id));
+                            let made = table.get_or_insert_with(RunId(id + 1), || run(id));
                             prop_assert!(made.is_none());
                         }
                         next = next.max(id + 1);
