@@ -92,7 +92,7 @@ fn shrink<T>(chunk: &mut Vec<T>, spare: &mut Vec<Vec<T>>) {
     if chunk.capacity() <= 4 || chunk.len() * 4 > chunk.capacity() {
         return;
     }
-    if chunk.capacity() == CHUNK && spare.len() < SPARE_MAX {
+    if spare_takes(spare, chunk.capacity()) {
         let mut smaller = Vec::with_capacity(chunk.len() * 2);
         smaller.append(chunk);
         spare.push(std::mem::replace(chunk, smaller));
@@ -101,9 +101,15 @@ fn shrink<T>(chunk: &mut Vec<T>, spare: &mut Vec<Vec<T>>) {
     }
 }
 
-/// Keeps an emptied chunk of full size to seal a later tail in, up to [`SPARE_MAX`].
+/// Whether the spare chunks take a chunk of `capacity`: only full-size ones are kept,
+/// up to [`SPARE_MAX`].
+fn spare_takes<T>(spare: &[Vec<T>], capacity: usize) -> bool {
+    capacity == CHUNK && spare.len() < SPARE_MAX
+}
+
+/// Keeps an emptied chunk of full size to seal a later tail in.
 fn keep_spare<T>(spare: &mut Vec<Vec<T>>, chunk: Vec<T>) {
-    if chunk.is_empty() && chunk.capacity() == CHUNK && spare.len() < SPARE_MAX {
+    if chunk.is_empty() && spare_takes(spare, chunk.capacity()) {
         spare.push(chunk);
     }
 }

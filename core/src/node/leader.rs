@@ -155,10 +155,6 @@ impl Proposed {
     /// `None` for a declaration this leader did not propose.
     fn take(&mut self, d: &Declare) -> Option<ProposedDeclare> {
         let index = self.0.iter().position(|p| p.declare == *d)?;
-        if index == 0 {
-            // The usual case: the log applies declarations in the order proposed.
-            return self.0.pop_front();
-        }
         self.0.remove(index)
     }
 
