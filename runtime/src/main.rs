@@ -27,10 +27,11 @@ enum Command {
     Agent(AgentArgs),
     /// Run a one-host cluster on the local defaults, with a demo job.
     Dev(AgentArgs),
-    /// Supervise one run (started by the daemon, not by people).
+    /// Supervise the runs the daemon hands over on standard input (started by the
+    /// daemon, not by people).
     #[command(name = "__supervise", hide = true)]
     Supervise {
-        /// The run's directory.
+        /// The directory holding the run directories.
         dir: std::path::PathBuf,
     },
     /// The client commands, which talk to a host's HTTP API.
@@ -39,8 +40,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A supervisor starts with every run: spare it building the whole command line's
-    // parser.
+    // The supervisor: spare it building the whole command line's parser.
     let mut args = std::env::args_os().skip(1);
     if let (Some(sub), Some(dir), None) = (args.next(), args.next(), args.next())
         && sub == runtime::executor::process::SUPERVISE_SUBCOMMAND

@@ -553,3 +553,150 @@ async fn a_supervisor_that_fails_at_once_fails_the_launch() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// The process id of the supervisor that took `run`, from its status.
+fn supervisor_of(runs_dir: &Path, run: u64) -> u32 {
+    let status = std::fs::read_to_string(runs_dir.join(run.to_string()).join("status.jsonl"))
+        .expect("the run has a status");
+    let first: serde_json::Value =
+        serde_json::from_str(status.lines().next().expect("a status line")).unwrap();
+    u32::try_from(first["pid"].as_u64().expect("a pid")).unwrap()
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+fn exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Waits until process `pid` is gone.
+async fn until_gone(pid: u32) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while exists(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn runs_share_one_supervisor_that_tells_the_daemon_of_each_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    // Polls too rare to see any end within the test: ends come from the supervisor's
+    // word.
+    let config = ProcessConfig {
+        poll_interval_ms: 600_000,
+        ..config(dir.path())
+    };
+    let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
+    let runs_dir = executor.config().runs_dir.clone();
+    let scripts: Vec<String> = (0..3)
+        .map(|i| held(&outside.path().join(format!("release-{i}")), 10 + i))
+        .collect();
+    for (i, script) in scripts.iter().enumerate() {
+        executor.start(spec(60 + i as u64, &sh(script), &[]));
+    }
+    let mut started = Vec::new();
+    while started.len() < 3 {
+        match next_event(&mut events).await {
+            ExecutorEvent::Started { run, .. } => started.push(run),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for i in 0..3 {
+        std::fs::write(outside.path().join(format!("release-{i}")), "").unwrap();
+        match next_event(&mut events).await {
+            ExecutorEvent::Exited { run, exit_code, .. } => {
+                assert_eq!((run, exit_code), (RunId(60 + i), Some(10 + i as i32)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let pid = supervisor_of(&runs_dir, 60);
+    assert_eq!(supervisor_of(&runs_dir, 61), pid);
+    assert_eq!(supervisor_of(&runs_dir, 62), pid);
+    assert!(exists(pid), "the supervisor lives on for the next run");
+}
+
+#[tokio::test]
+async fn the_supervisor_outlives_the_daemon_until_its_runs_have_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let release = outside.path().join("release");
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    let runs_dir = executor.config().runs_dir.clone();
+    executor.start(spec(80, &sh(&held(&release, 0)), &[]));
+    assert!(matches!(
+        next_event(&mut events).await,
+        ExecutorEvent::Started { run: RunId(80), .. }
+    ));
+    let pid = supervisor_of(&runs_dir, 80);
+    drop(executor);
+    // Its input is closed now; it takes no more runs but finishes this one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        exists(pid),
+        "the supervisor left with its run still executing"
+    );
+    std::fs::write(&release, "").unwrap();
+    until_gone(pid).await;
+    let status = std::fs::read_to_string(runs_dir.join("80").join("status.jsonl")).unwrap();
+    assert!(
+        status.lines().last().unwrap().contains(r#""exit_code":0"#),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_supervisor_that_dies_fails_its_runs_and_another_takes_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let release = outside.path().join("release");
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    let runs_dir = executor.config().runs_dir.clone();
+    executor.start(spec(90, &sh(&held(&release, 0)), &[]));
+    assert!(matches!(
+        next_event(&mut events).await,
+        ExecutorEvent::Started { run: RunId(90), .. }
+    ));
+    let dead = supervisor_of(&runs_dir, 90);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(dead).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match next_event(&mut events).await {
+        ExecutorEvent::Exited {
+            run,
+            reason,
+            detail,
+            ..
+        } => {
+            assert_eq!((run, reason), (RunId(90), Some(Reason::HostLost)));
+            let detail = detail.unwrap_or_default();
+            assert!(detail.contains("SIGKILL"), "{detail}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The command is left running, as it is when its host dies; end it.
+    std::fs::write(&release, "").unwrap();
+
+    executor.start(spec(91, &["true"], &[]));
+    let (code, reason, _) = started_then_exited(&mut events, RunId(91)).await;
+    assert_eq!((code, reason), (Some(0), None));
+    let next = supervisor_of(&runs_dir, 91);
+    assert_ne!(next, dead);
+    assert!(exists(next));
+}

@@ -2,38 +2,44 @@
 //! that survives a crash or restart of the daemon.
 //!
 //! Each run gets a directory, `runs_dir/<run id>/`, holding `spec.json` (the run's spec
-//! and the host id, written by the daemon before the supervisor starts), `status.jsonl`
-//! (the supervisor's record of the command's pids, start and end), `output` (the
-//! command's stdout and stderr, interleaved and bounded), `stop.json` (the daemon's stop
-//! request) and `supervisor.log` (the supervisor's own errors). It also gets a
-//! supervisor process ([`supervise_main`]): `rota-supervisor <run dir>` where that
-//! binary is installed beside `rota` (`cargo install` installs both), else the `rota`
-//! binary itself run as `rota __supervise <run dir>`, which does the same and takes
-//! about three times as long to start. The daemon starts the supervisor in a process
-//! group of its own, so that the daemon's death, even by `kill -9`, does not take the
-//! run with it; the supervisor starts the command (in yet another process group),
-//! copies its output to the run directory and records its start and end in
-//! `status.jsonl`. The daemon only watches that file, and so does a restarted daemon,
-//! which adopts the runs it finds still executing ([`Executor::recover`]).
+//! and the host id, written by the daemon before the run is handed over),
+//! `status.jsonl` (the supervisor's record of the command's pid, start and end),
+//! `output` (the command's stdout and stderr, interleaved and bounded) and `stop.json`
+//! (the daemon's stop request).
+//!
+//! The runs are handed to the host's supervisor ([`supervise_main`]), one process that
+//! lives across runs: `rota-supervisor <runs dir>` where that binary is installed beside
+//! `rota` (`cargo install` installs both), else the `rota` binary itself run as
+//! `rota __supervise <runs dir>`, which does the same. The daemon starts it when it
+//! first needs it, in a process group of its own, so that the daemon's death, even by
+//! `kill -9`, does not take the runs with it; the supervisor starts each command (in
+//! yet another process group), copies its output to the run directory and records its
+//! start and end in `status.jsonl`, then names the run on its standard output so that
+//! the daemon looks at once. The daemon otherwise only watches that file, and so does a
+//! restarted daemon, which adopts the runs it finds still executing
+//! ([`Executor::recover`]) and starts a supervisor of its own for new runs; the old one
+//! exits once its runs have ended. A supervisor that dies takes its runs' records with
+//! it: runs it had started end `host-lost`, those it had not `launch-failed`, and the
+//! next run starts another.
 //!
 //! Stopping a run signals the command's process group (`SIGTERM`, then `SIGKILL` after
 //! the grace period), never the supervisor's: the supervisor lives on to record the
 //! signal. Under systemd, run the daemon with `KillMode=process`, or stopping the
-//! service kills every supervisor too (their runs are then reported `host-lost`).
+//! service kills the supervisor too (its runs are then reported `host-lost`).
 //!
 //! The command's environment is documented at [`supervise_main`].
 
 mod recovery;
+mod resident;
 mod run_dir;
 mod supervisor;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rota_core::host::HostId;
@@ -41,14 +47,14 @@ use rota_core::node::ExecutorEvent;
 use rota_core::run::{Reason, RunId, RunSpec};
 use tokio::sync::{Notify, watch as signal};
 
-use self::run_dir::{SPEC_FILE, SUPERVISOR_LOG_FILE, SpecFile, wall_now, write_json_unsynced};
+use self::run_dir::{SPEC_FILE, SpecFile, wall_now, write_json_unsynced};
 use self::watch::{Announce, Supervisor};
 use super::{Events, Executor};
 use crate::io::BoxFuture;
 
 pub use self::supervisor::{DEFAULT_PATH, supervise_main};
 
-/// The argument that makes the `rota` binary a supervisor: `rota __supervise <run dir>`.
+/// The argument that makes the `rota` binary the supervisor: `rota __supervise <runs dir>`.
 pub const SUPERVISE_SUBCOMMAND: &str = "__supervise";
 
 /// The supervisor's own binary, looked for beside the daemon's.
@@ -59,7 +65,7 @@ pub const SUPERVISOR_BINARY: &str = "rota-supervisor";
 pub struct ProcessConfig {
     /// The directory holding one directory per run.
     pub runs_dir: PathBuf,
-    /// The supervisor's program and leading arguments; the run directory is appended.
+    /// The supervisor's program and leading arguments; the runs directory is appended.
     /// Default: see [`default_supervisor`].
     pub supervisor: Vec<OsString>,
     /// The most output kept per run, in bytes; the rest is dropped, and a last line
@@ -91,7 +97,7 @@ impl ProcessConfig {
 }
 
 /// The supervisor of a daemon whose executable is `exe`: `rota-supervisor` where it is
-/// installed beside `exe` (it starts faster), else `exe __supervise`.
+/// installed beside `exe` (it starts faster and takes less memory), else `exe __supervise`.
 pub fn default_supervisor(exe: &Path) -> Vec<OsString> {
     let own = exe.with_file_name(SUPERVISOR_BINARY);
     if own.is_file() {
@@ -101,8 +107,8 @@ pub fn default_supervisor(exe: &Path) -> Vec<OsString> {
     }
 }
 
-/// Runs jobs' commands as processes on this host, each under a supervisor that
-/// outlives the daemon. See the [module documentation](self).
+/// Runs jobs' commands as processes on this host, under a supervisor that outlives the
+/// daemon. See the [module documentation](self).
 ///
 /// Dropping it stops watching runs (as the daemon's death would), never the runs.
 #[derive(Debug)]
@@ -125,6 +131,8 @@ struct Shared {
     dirs: Mutex<BTreeSet<RunId>>,
     /// Held while old run directories are removed, one removal at a time.
     pruning: Mutex<()>,
+    /// The host's supervisor, once this daemon has started one.
+    resident: Mutex<Option<resident::Resident>>,
     /// Where watch tasks run.
     tokio: tokio::runtime::Handle,
     /// Closed when the executor is dropped.
@@ -177,7 +185,7 @@ impl ProcessExecutor {
             io::Error::other("the process executor must be created inside a tokio runtime")
         })?;
         fs::create_dir_all(&config.runs_dir)?;
-        // Absolute, because a supervisor runs in its run directory and a restarted
+        // Absolute, because the supervisor runs in it and a restarted
         // daemon recognises supervisors by their command line.
         config.runs_dir = fs::canonicalize(&config.runs_dir)?;
         let (alive_tx, alive_rx) = signal::channel(());
@@ -189,6 +197,7 @@ impl ProcessExecutor {
                 runs: Mutex::new(BTreeMap::new()),
                 dirs: Mutex::new(BTreeSet::new()),
                 pruning: Mutex::new(()),
+                resident: Mutex::new(None),
                 tokio,
                 alive: alive_rx,
             }),
@@ -266,7 +275,8 @@ impl Shared {
     }
 }
 
-/// Creates the run directory and starts the supervisor; on success the run is watched.
+/// Creates the run directory and hands the run to the supervisor; on success the run is
+/// watched.
 /// The run is registered (`handle`) by the caller.
 fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
     let run = spec.id;
@@ -307,42 +317,22 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
         );
         return;
     }
-    match spawn_supervisor(&shared.config, &dir) {
-        Ok(child) => {
-            tracing::debug!(%run, pid = child.id(), "process executor: supervisor started");
-            shared.spawn_watch(run, handle, Supervisor::Child(child), Announce::Started);
+    match resident::hand_over(shared, run) {
+        Ok(life) => {
+            tracing::debug!(%run, pid = life.pid, "process executor: run handed to the supervisor");
+            shared.spawn_watch(run, handle, Supervisor::Resident(life), Announce::Started);
         }
         Err(e) => {
             shared.unregister(run);
             shared.launch_failed(
                 run,
                 format!(
-                    "cannot start the run's supervisor {}: {e}",
+                    "cannot start the host's supervisor {}: {e}",
                     Path::new(&shared.config.supervisor[0]).display()
                 ),
             );
         }
     }
-}
-
-/// Starts `supervisor <leading args> <dir>` in a process group of its own, so that it
-/// outlives the daemon.
-fn spawn_supervisor(config: &ProcessConfig, dir: &Path) -> io::Result<tokio::process::Child> {
-    let log = File::create(dir.join(SUPERVISOR_LOG_FILE))?;
-    let (program, args) = config
-        .supervisor
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no supervisor command"))?;
-    tokio::process::Command::new(program)
-        .args(args)
-        .arg(dir)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
 }
 
 impl Executor for ProcessExecutor {

@@ -26,7 +26,13 @@ fn examine(run: RunId, dir: &Path) -> Found {
     match watch::read_status(dir) {
         Some(status) if status.is_final() => Found::Ended(watch::ended(run, dir, &status, None)),
         Some(status) if watch::supervisor_alive(status.pid, dir) => Found::Live(status.pid, status),
-        status => Found::Ended(watch::supervisor_died(run, dir, status.as_ref(), None)),
+        status => Found::Ended(watch::supervisor_died(
+            run,
+            dir,
+            status.as_ref(),
+            None,
+            None,
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The files of one run directory, `runs_dir/<run id>/`, the only channel between the
-//! daemon and a run's supervisor. Both sides outlive each other, so everything either
-//! needs to know about the other is in these files.
+//! The files of one run directory, `runs_dir/<run id>/`: what the daemon and the host's
+//! supervisor know of a run. Both sides outlive each other, so everything either needs
+//! to know about the other's runs is in these files; the supervisor's standard input and
+//! output only hand runs over and say which run has news.
 //!
 //! | file             | written by          | holds |
 //! |------------------|---------------------|-------|
@@ -8,7 +9,7 @@
 //! | `status.jsonl`   | supervisor, appending | pids, start, end, exit code or signal, launch error |
 //! | `output`         | supervisor          | the command's stdout and stderr, interleaved, bounded |
 //! | `stop.json`      | daemon, atomically  | that the daemon asked the run to stop, and why |
-//! | `supervisor.log` | supervisor (stderr) | the supervisor's own complaints |
+//! | `supervisor.log` | supervisor (stderr) | a supervisor's own complaints, from when each run had one; still read |
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -34,7 +35,8 @@ const OLD_STATUS_FILE: &str = "status.json";
 pub(super) const OUTPUT_FILE: &str = "output";
 /// The daemon's stop request.
 pub(super) const STOP_FILE: &str = "stop.json";
-/// The supervisor's standard error.
+/// The standard error of a supervisor of one run, from before supervisors lived across
+/// runs (the host's supervisor's goes to the daemon's log).
 pub(super) const SUPERVISOR_LOG_FILE: &str = "supervisor.log";
 
 /// What the daemon hands a supervisor in `spec.json`.

@@ -1,30 +1,40 @@
-//! The supervisor: a small process, `rota-supervisor <run dir>` (or `rota __supervise
-//! <run dir>`), that starts one run's command, copies its output to the run directory
-//! and records how it ended.
+//! The supervisor: a small process, `rota-supervisor <runs dir>` (or `rota __supervise
+//! <runs dir>`), that lives across runs. The daemon starts one, and hands it runs by
+//! writing their ids to its standard input, one per line; for each, the supervisor
+//! starts the command, copies its output to the run directory and records how it ended.
+//! After each record it writes the run's id to its standard output, so that the daemon
+//! looks at the run at once rather than at its next poll.
 //!
 //! It runs in a process group of its own, so the daemon can die (even by `kill -9`) and
-//! restart while the command keeps running and its end is still recorded. The command
-//! gets a process group of its own too: the daemon stops a run by signalling the
-//! command's group, never the supervisor's, so the supervisor outlives the command it
-//! watches and records the signal that ended it. (This needs no signal handler, which
-//! nix only offers through `unsafe`.)
+//! restart while commands keep running and their ends are still recorded. The daemon's
+//! death closes the supervisor's standard input: it then takes no more runs, and exits
+//! once those it has have ended. A restarted daemon starts a supervisor of its own.
 //!
-//! The supervisor uses plain threads, no async runtime: it waits for one child and
-//! copies one pipe.
+//! Each command gets a process group of its own too: the daemon stops a run by
+//! signalling the command's group, never the supervisor's, so the supervisor outlives
+//! the command it watches and records the signal that ended it. (This needs no signal
+//! handler, which nix only offers through `unsafe`.)
+//!
+//! The supervisor uses plain threads, no async runtime: two per run, one waiting for the
+//! command and one copying its output.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use rota_core::job::ExecutorSpec;
+use rota_core::run::RunId;
 
 use super::run_dir::{
-    OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, StatusLog, read_json, wall_now,
+    self, OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, StatusLog, read_json, run_of,
+    wall_now,
 };
 use crate::executor::run_env;
 
@@ -38,26 +48,114 @@ const OUTPUT_DRAIN_AFTER_EXIT_MS: u64 = 2_000;
 /// The size of one read from the output pipe.
 const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
 
-/// Supervises the run whose directory is `run_dir` to its end: the body of the binary
-/// `rota-supervisor <run dir>` and of the hidden subcommand `rota __supervise <run dir>`,
-/// one of which the daemon's process executor starts once per run.
+/// The stack of a thread of the supervisor: it holds a read buffer on the heap and little
+/// else.
+const THREAD_STACK_BYTES: usize = 128 * 1024;
+
+/// Supervises the runs of `runs_dir` that the daemon names on standard input, each to
+/// its end: the body of the binary `rota-supervisor <runs dir>` and of the hidden
+/// subcommand `rota __supervise <runs dir>`, one of which the daemon's process executor
+/// starts. It returns once its input has closed and every run it took has ended.
 ///
-/// The command's environment is clean, not the daemon's: `PATH` (the daemon's, or
+/// A command's environment is clean, not the daemon's: `PATH` (the daemon's, or
 /// `/usr/local/bin:/usr/bin:/bin`), `HOME` and `LANG` when the daemon has them, then
 /// the job's own `env`, then `ROTA_JOB`, `ROTA_RUN_ID`, `ROTA_SCHEDULED_AT`,
 /// `ROTA_ATTEMPT` and `ROTA_HOST`. Its working directory is the job's `cwd` (relative
 /// to the run directory), else the run directory. No shell is involved.
 ///
-/// It exits with success once it has recorded the run's end in `status.jsonl` (a failed
-/// launch is an end too), with failure if it could not.
-pub fn supervise_main(run_dir: &Path) -> ExitCode {
+/// It exits with success if it recorded the end of every run it took (a failed launch is
+/// an end too), with failure if it could not.
+pub fn supervise_main(runs_dir: &Path) -> ExitCode {
+    let told = Told(Mutex::new(io::stdout()));
+    let failed = Mutex::new(false);
+    let fail = || {
+        *failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true
+    };
+    thread::scope(|scope| {
+        for line in io::stdin().lock().lines() {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    eprintln!("rota supervisor: cannot read the daemon's requests: {e}");
+                    fail();
+                    break;
+                }
+            };
+            let Some(run) = run_of(std::ffi::OsStr::new(line.trim())) else {
+                eprintln!("rota supervisor: ignoring a request that names no run: {line:?}");
+                continue;
+            };
+            let dir = run_dir::run_dir(runs_dir, run);
+            let (told, fail) = (&told, &fail);
+            let spawned = thread::Builder::new()
+                .name(format!("run {run}"))
+                .stack_size(THREAD_STACK_BYTES)
+                .spawn_scoped(scope, move || {
+                    if !supervise_run(&dir, &|| told.tell(run)) {
+                        fail();
+                    }
+                    told.tell(run);
+                });
+            if let Err(e) = spawned {
+                // Recorded as the run's end, so that the daemon reports it at once.
+                let error = format!("the supervisor cannot start a thread for the run: {e}");
+                eprintln!("rota supervisor: run {run}: {error}");
+                if record_failure(&run_dir::run_dir(runs_dir, run), error).is_err() {
+                    fail();
+                }
+                told.tell(run);
+            }
+        }
+    });
+    if *failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Where the supervisor tells the daemon which run has news: its standard output.
+struct Told(Mutex<io::Stdout>);
+
+impl Told {
+    /// Writes `run`'s id as one line, in one write. A daemon that is gone is not told.
+    fn tell(&self, run: RunId) {
+        let mut out = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = out
+            .write_all(format!("{run}\n").as_bytes())
+            .and_then(|()| out.flush());
+    }
+}
+
+/// Records that the run in `run_dir` could not be supervised, for `error`.
+fn record_failure(run_dir: &Path, error: String) -> io::Result<()> {
+    let status = Status {
+        pid: std::process::id(),
+        error: Some(error),
+        finished_at: Some(wall_now()),
+        ..Status::default()
+    };
+    StatusLog::create(run_dir).and_then(|mut log| log.record(&status, true))
+}
+
+/// Supervises the run whose directory is `run_dir` to its end, calling `started` once
+/// its start is recorded; whether its end is recorded.
+fn supervise_run(run_dir: &Path, started: &dyn Fn()) -> bool {
     let mut status = Status {
         pid: std::process::id(),
         ..Status::default()
     };
-    // First thing: tell the daemon who we are, so it can tell later whether we live.
-    // Not synced: a crash of the machine ends us too, and a status holding only our pid
-    // says what no status says, that the command never started.
+    // First thing: say who supervises the run, so the daemon can tell later whether
+    // its supervisor lives. Not synced: a crash of the machine ends us too, and a status
+    // holding only our pid says what no status says, that the command never started.
     let opened =
         StatusLog::create(run_dir).and_then(|mut log| log.record(&status, false).map(|()| log));
     let mut log = match opened {
@@ -67,26 +165,26 @@ pub fn supervise_main(run_dir: &Path) -> ExitCode {
                 "rota supervisor: cannot write {}: {e}",
                 run_dir.join(STATUS_FILE).display()
             );
-            return ExitCode::FAILURE;
+            return false;
         }
     };
-    let recorded = match supervise(run_dir, &mut status, &mut log) {
+    let recorded = match supervise(run_dir, &mut status, &mut log, started) {
         Ok(recorded) => recorded,
         Err(error) => {
-            eprintln!("rota supervisor: {error}");
+            eprintln!("rota supervisor: {}: {error}", run_dir.display());
             status.error = Some(error);
             status.finished_at = Some(wall_now());
             log.record(&status, true)
         }
     };
     match recorded {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => true,
         Err(e) => {
             eprintln!(
                 "rota supervisor: cannot record the end of the run in {}: {e}",
                 run_dir.join(STATUS_FILE).display()
             );
-            ExitCode::FAILURE
+            false
         }
     }
 }
@@ -98,6 +196,7 @@ fn supervise(
     run_dir: &Path,
     status: &mut Status,
     log: &mut StatusLog,
+    started: &dyn Fn(),
 ) -> Result<io::Result<()>, String> {
     let order: SpecFile = match read_json(run_dir, SPEC_FILE) {
         Ok(Some(order)) => order,
@@ -121,28 +220,57 @@ fn supervise(
     let mut child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", program.display()))?;
     status.child_pid = Some(child.id());
     status.started_at = Some(wall_now());
-    if let Err(e) = log.record(status, true) {
+    match log.record(status, true) {
+        Ok(()) => started(),
         // The run goes on; the daemon learns of it at the end.
-        eprintln!("rota supervisor: cannot record the start of the run: {e}");
+        Err(e) => eprintln!(
+            "rota supervisor: {}: cannot record the start of the run: {e}",
+            run_dir.display()
+        ),
     }
 
+    // The copy goes on in a thread of its own, which is left behind if processes the
+    // command started hold the pipe open after it exits.
     let (copied, copy_done) = mpsc::channel();
     let bytes_max = order.output_bytes_max;
-    thread::spawn(move || {
-        if let Err(e) = copy_output(reader, output, bytes_max) {
+    let pipe = Arc::new(Mutex::new(Some((reader, output))));
+    let copy = move |pipe: &Mutex<Option<(io::PipeReader, File)>>| {
+        let taken = pipe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((reader, output)) = taken
+            && let Err(e) = copy_output(reader, output, bytes_max)
+        {
             eprintln!("rota supervisor: cannot copy the command's output: {e}");
         }
         let _ = copied.send(());
-    });
-
+    };
+    let spawned = thread::Builder::new()
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn({
+            let pipe = Arc::clone(&pipe);
+            let copy = copy.clone();
+            move || copy(&pipe)
+        });
+    if let Err(e) = spawned {
+        // Copy here, then: the command must not block on a full pipe. This waits for
+        // whatever it left behind to close the pipe too.
+        eprintln!(
+            "rota supervisor: {}: cannot start a thread to copy the output ({e}); copying it before waiting for the command",
+            run_dir.display()
+        );
+        copy(&pipe);
+    }
     let end = wait_without_reaping(&mut child);
     if copy_done
         .recv_timeout(Duration::from_millis(OUTPUT_DRAIN_AFTER_EXIT_MS))
         .is_err()
     {
         eprintln!(
-            "rota supervisor: processes the command left behind still hold its output \
-             open; output after its exit is not kept"
+            "rota supervisor: {}: processes the command left behind still hold its output \
+             open; output after its exit is not kept",
+            run_dir.display()
         );
     }
     status.finished_at = Some(wall_now());
@@ -182,11 +310,22 @@ fn command(run_dir: &Path, order: &SpecFile) -> Result<(Command, PathBuf), Strin
             cwd.display()
         ));
     }
-    let mut command = Command::new(program);
+    let base = base_env();
+    let path = process
+        .env
+        .get("PATH")
+        .map(OsString::from)
+        .or_else(|| {
+            base.iter()
+                .find(|(name, _)| name == "PATH")
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_default();
+    let mut command = Command::new(find_program(program, &path, &cwd));
     command
         .args(args)
         .env_clear()
-        .envs(base_env())
+        .envs(base)
         .envs(&process.env)
         .envs(run_env(&order.spec, order.host))
         .current_dir(cwd)
@@ -197,8 +336,31 @@ fn command(run_dir: &Path, order: &SpecFile) -> Result<(Command, PathBuf), Strin
     Ok((command, PathBuf::from(program)))
 }
 
+/// Where `program` is, searched as `execvp` does in the directories of `path` (relative
+/// ones, and an empty one, from `cwd`) when it names no directory; as it is when it does,
+/// or when no executable file of that name is found (the start then fails as it would
+/// have, naming it).
+///
+/// Starting a command by its path lets the standard library start it with
+/// `posix_spawn`, which shares the supervisor's memory until the command executes,
+/// rather than with `fork`, which copies the supervisor's page tables (of every thread's
+/// stack) and runs one at a time in the whole process.
+fn find_program(program: &str, path: &OsStr, cwd: &Path) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    std::env::split_paths(path)
+        .map(|dir| cwd.join(dir).join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// The environment every command starts from.
-fn base_env() -> Vec<(String, std::ffi::OsString)> {
+fn base_env() -> Vec<(String, OsString)> {
     let mut env = vec![(
         "PATH".to_owned(),
         std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
@@ -344,6 +506,38 @@ mod tests {
             "one\n[rota: output truncated after 4 bytes]\n"
         );
         assert_eq!(copied(b"x", 0), "[rota: output truncated after 0 bytes]\n");
+    }
+
+    #[test]
+    fn a_program_is_found_in_the_path_as_execvp_finds_it() {
+        let root = tempfile::tempdir().unwrap();
+        let (first, second) = (root.path().join("first"), root.path().join("second"));
+        for dir in [&first, &second] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let write = |path: PathBuf, mode: u32| {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        // Not executable in the first directory: skipped.
+        write(first.join("job"), 0o644);
+        write(second.join("job"), 0o755);
+        let path = std::env::join_paths([&first, &second]).unwrap();
+        assert_eq!(find_program("job", &path, root.path()), second.join("job"));
+        // A relative directory of the PATH counts from the working directory.
+        assert_eq!(
+            find_program("job", OsStr::new("second"), root.path()),
+            second.join("job")
+        );
+        // Named with a directory, or found nowhere: as it is.
+        assert_eq!(
+            find_program("./job", &path, root.path()),
+            PathBuf::from("./job")
+        );
+        assert_eq!(
+            find_program("missing", &path, root.path()),
+            PathBuf::from("missing")
+        );
     }
 
     #[test]

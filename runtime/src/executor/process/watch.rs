@@ -15,6 +15,7 @@ use rota_core::run::{Reason, RunId, RunSpec, bounded_detail};
 use rota_core::time::Timestamp;
 use tokio::time::Instant;
 
+use super::resident::Life;
 use super::run_dir::{
     STOP_FILE, SUPERVISOR_LOG_FILE, Status, StopFile, read_json, read_status_file, wall_now,
     write_json,
@@ -27,8 +28,8 @@ const SUPERVISOR_LOG_QUOTED_BYTES_MAX: usize = 300;
 /// The supervisor of a watched run.
 #[derive(Debug)]
 pub(super) enum Supervisor {
-    /// Started by this daemon: its exit is seen directly.
-    Child(tokio::process::Child),
+    /// Started by this daemon: its end is seen directly.
+    Resident(Arc<Life>),
     /// Found running by this daemon (started by an earlier one): its process id, which
     /// is checked against its command line to guard against reuse.
     Found(u32),
@@ -36,27 +37,25 @@ pub(super) enum Supervisor {
 
 impl Supervisor {
     /// How the supervisor ended, if it has.
-    fn gone(&mut self, dir: &Path) -> Option<String> {
+    fn gone(&self, dir: &Path) -> Option<String> {
         match self {
-            Supervisor::Child(child) => match child.try_wait() {
-                Ok(Some(status)) => Some(status.to_string()),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!("process executor: cannot check on a supervisor: {e}");
-                    let pid = child.id()?;
-                    (!supervisor_alive(pid, dir)).then(|| "gone".to_owned())
-                }
-            },
+            Supervisor::Resident(life) => life.ended(),
             Supervisor::Found(pid) => (!supervisor_alive(*pid, dir)).then(|| "gone".to_owned()),
         }
     }
 
-    /// Returns when a supervisor started by this daemon exits; never for another.
-    async fn exited(&mut self) {
+    /// What the supervisor said before it ended, if this daemon heard it.
+    fn last_words(&self) -> Option<String> {
         match self {
-            Supervisor::Child(child) => {
-                let _ = child.wait().await;
-            }
+            Supervisor::Resident(life) => life.last_words(),
+            Supervisor::Found(_) => None,
+        }
+    }
+
+    /// Returns when a supervisor started by this daemon ends; never for another.
+    async fn exited(&self) {
+        match self {
+            Supervisor::Resident(life) => life.wait().await,
             Supervisor::Found(_) => std::future::pending().await,
         }
     }
@@ -87,7 +86,7 @@ pub(super) async fn watch(
     shared: &Arc<Shared>,
     run: RunId,
     handle: &RunHandle,
-    mut supervisor: Supervisor,
+    supervisor: Supervisor,
     mut announce: Announce,
 ) {
     let dir = shared.run_dir(run);
@@ -118,7 +117,13 @@ pub(super) async fn watch(
                 Some(status) if status.is_final() => {
                     ended(run, &dir, &status, handle.stop_reason())
                 }
-                status => supervisor_died(run, &dir, status.as_ref(), Some(&how)),
+                status => supervisor_died(
+                    run,
+                    &dir,
+                    status.as_ref(),
+                    Some(&how),
+                    supervisor.last_words(),
+                ),
             };
         }
         let wait = match &stopping {
@@ -267,12 +272,14 @@ pub(super) fn ended(
 }
 
 /// The event for a run whose supervisor is gone without recording the end: `exit` is
-/// how it ended when this daemon saw it end, none when it was found gone.
+/// how it ended when this daemon saw it end, none when it was found gone, and
+/// `last_words` what it wrote to its standard error, when this daemon heard it.
 pub(super) fn supervisor_died(
     run: RunId,
     dir: &Path,
     status: Option<&Status>,
     exit: Option<&str>,
+    last_words: Option<String>,
 ) -> ExecutorEvent {
     match status.and_then(Status::started) {
         Some((child_pid, started_at)) => {
@@ -299,7 +306,7 @@ pub(super) fn supervisor_died(
                 }
                 None => "the run's supervisor is gone and never started the command".to_owned(),
             };
-            if let Some(log) = supervisor_log_tail(dir) {
+            if let Some(log) = last_words.or_else(|| supervisor_log_tail(dir)) {
                 detail.push_str(": ");
                 detail.push_str(&log);
             }
@@ -314,7 +321,8 @@ pub(super) fn supervisor_died(
     }
 }
 
-/// The end of the supervisor's own log, if it said anything.
+/// The end of the supervisor's own log in the run directory, if it said anything: where
+/// a supervisor of one run wrote it, before supervisors lived across runs.
 fn supervisor_log_tail(dir: &Path) -> Option<String> {
     let log = fs::read(dir.join(SUPERVISOR_LOG_FILE)).ok()?;
     let start = log.len().saturating_sub(SUPERVISOR_LOG_QUOTED_BYTES_MAX);
@@ -323,7 +331,9 @@ fn supervisor_log_tail(dir: &Path) -> Option<String> {
 }
 
 /// Whether process `pid` is the live supervisor of the run in `dir`: it exists, and its
-/// command line ends with `dir`, which a process that reused the pid would not have.
+/// command line ends with the runs directory holding `dir` (or with `dir` itself, as did
+/// supervisors of one run, before supervisors lived across runs), which a process that
+/// reused the pid would not have.
 pub(super) fn supervisor_alive(pid: u32, dir: &Path) -> bool {
     let raw = match i32::try_from(pid) {
         Ok(raw) if raw > 1 => raw,
@@ -341,10 +351,16 @@ pub(super) fn supervisor_alive(pid: u32, dir: &Path) -> bool {
         Err(_) => return false,
     };
     // A zombie's command line is empty, so a supervisor that exited but is not yet
-    // reaped counts as gone. A supervisor's last argument is its run directory, whichever
-    // form started it (`rota-supervisor <dir>` or `rota __supervise <dir>`), so that a
-    // daemon restarted with the other form still knows the supervisors of the last.
+    // reaped counts as gone. A supervisor's last argument is its runs directory, whichever
+    // form started it (`rota-supervisor <runs dir>` or `rota __supervise <runs dir>`), so
+    // that a daemon restarted with the other form still knows the supervisors of the last.
     let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
     let _program = args.next();
-    args.next_back() == Some(dir.as_os_str().as_bytes())
+    let Some(last) = args.next_back() else {
+        return false;
+    };
+    last == dir.as_os_str().as_bytes()
+        || dir
+            .parent()
+            .is_some_and(|runs_dir| last == runs_dir.as_os_str().as_bytes())
 }
