@@ -277,11 +277,14 @@ async fn a_run_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert!(took < Duration::from_millis(5_000), "{took:?}");
 }
 
-/// A script that runs until `release` exists, then exits with `code`.
+/// A script that runs until `release` exists, then exits with `code`. It also ends when
+/// the directory of `release` is removed, so that a failed test leaves nothing running.
 fn held(release: &Path, code: i32) -> String {
+    let outside = release.parent().expect("release is in a directory");
     format!(
-        "while [ ! -e '{}' ]; do sleep 0.02; done; exit {code}",
-        release.display()
+        "while [ ! -e '{}' ] && [ -d '{}' ]; do sleep 0.02; done; exit {code}",
+        release.display(),
+        outside.display()
     )
 }
 
@@ -628,30 +631,60 @@ async fn runs_share_one_supervisor_that_tells_the_daemon_of_each_end() {
     assert!(exists(pid), "the supervisor lives on for the next run");
 }
 
+/// A run held until released, started by a fresh executor.
+struct Held {
+    /// The executor, until the test drops it.
+    executor: Option<ProcessExecutor>,
+    events: UnboundedReceiver<ExecutorEvent>,
+    runs_dir: std::path::PathBuf,
+    release: std::path::PathBuf,
+    /// The supervisor that took the run.
+    supervisor: u32,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Held {
+    /// Starts run `id` held, and waits for its start.
+    async fn start(id: u64) -> Held {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let release = dirs[1].path().join("release");
+        let (tx, mut events) = unbounded_channel();
+        let executor = ProcessExecutor::new(config(dirs[0].path()), HOST, tx).unwrap();
+        let runs_dir = executor.config().runs_dir.clone();
+        executor.start(spec(id, &sh(&held(&release, 0)), &[]));
+        match next_event(&mut events).await {
+            ExecutorEvent::Started { run, .. } if run == RunId(id) => {}
+            other => panic!("expected the start of run {id}, got {other:?}"),
+        }
+        let supervisor = supervisor_of(&runs_dir, id);
+        Held {
+            executor: Some(executor),
+            events,
+            runs_dir,
+            release,
+            supervisor,
+            _dirs: dirs,
+        }
+    }
+
+    fn release(&self) {
+        std::fs::write(&self.release, "").unwrap();
+    }
+}
+
 #[tokio::test]
 async fn the_supervisor_outlives_the_daemon_until_its_runs_have_ended() {
-    let dir = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    let release = outside.path().join("release");
-    let (tx, mut events) = unbounded_channel();
-    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
-    let runs_dir = executor.config().runs_dir.clone();
-    executor.start(spec(80, &sh(&held(&release, 0)), &[]));
-    assert!(matches!(
-        next_event(&mut events).await,
-        ExecutorEvent::Started { run: RunId(80), .. }
-    ));
-    let pid = supervisor_of(&runs_dir, 80);
-    drop(executor);
+    let mut held = Held::start(80).await;
+    drop(held.executor.take());
     // Its input is closed now; it takes no more runs but finishes this one.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        exists(pid),
+        exists(held.supervisor),
         "the supervisor left with its run still executing"
     );
-    std::fs::write(&release, "").unwrap();
-    until_gone(pid).await;
-    let status = std::fs::read_to_string(runs_dir.join("80").join("status.jsonl")).unwrap();
+    held.release();
+    until_gone(held.supervisor).await;
+    let status = std::fs::read_to_string(held.runs_dir.join("80").join("status.jsonl")).unwrap();
     assert!(
         status.lines().last().unwrap().contains(r#""exit_code":0"#),
         "{status}"
@@ -660,24 +693,14 @@ async fn the_supervisor_outlives_the_daemon_until_its_runs_have_ended() {
 
 #[tokio::test]
 async fn a_supervisor_that_dies_fails_its_runs_and_another_takes_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    let release = outside.path().join("release");
-    let (tx, mut events) = unbounded_channel();
-    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
-    let runs_dir = executor.config().runs_dir.clone();
-    executor.start(spec(90, &sh(&held(&release, 0)), &[]));
-    assert!(matches!(
-        next_event(&mut events).await,
-        ExecutorEvent::Started { run: RunId(90), .. }
-    ));
-    let dead = supervisor_of(&runs_dir, 90);
+    let mut held = Held::start(90).await;
+    let dead = held.supervisor;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(dead).unwrap()),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    match next_event(&mut events).await {
+    match next_event(&mut held.events).await {
         ExecutorEvent::Exited {
             run,
             reason,
@@ -691,12 +714,13 @@ async fn a_supervisor_that_dies_fails_its_runs_and_another_takes_the_next() {
         other => panic!("unexpected {other:?}"),
     }
     // The command is left running, as it is when its host dies; end it.
-    std::fs::write(&release, "").unwrap();
+    held.release();
 
+    let executor = held.executor.as_ref().unwrap();
     executor.start(spec(91, &["true"], &[]));
-    let (code, reason, _) = started_then_exited(&mut events, RunId(91)).await;
+    let (code, reason, _) = started_then_exited(&mut held.events, RunId(91)).await;
     assert_eq!((code, reason), (Some(0), None));
-    let next = supervisor_of(&runs_dir, 91);
+    let next = supervisor_of(&held.runs_dir, 91);
     assert_ne!(next, dead);
     assert!(exists(next));
 }
