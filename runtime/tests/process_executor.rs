@@ -724,3 +724,14 @@ async fn a_supervisor_that_dies_fails_its_runs_and_another_takes_the_next() {
     assert_ne!(next, dead);
     assert!(exists(next));
 }
+
+#[tokio::test]
+async fn a_command_found_in_the_path_keeps_its_name_as_argument_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    executor.start(spec(95, &["cat", "/proc/self/cmdline"], &[]));
+    let (code, _, _) = started_then_exited(&mut events, RunId(95)).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(output(&executor, RunId(95)), "cat\0/proc/self/cmdline\0");
+}

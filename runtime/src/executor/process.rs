@@ -144,11 +144,17 @@ struct Shared {
 struct RunHandle {
     /// Why the daemon asked the run to stop, once it has.
     stop: Mutex<Option<Reason>>,
-    /// Wakes the run's watch task early (a stop request).
+    /// Wakes the run's watch task early (a stop request, or news from the supervisor).
     wake: Notify,
+    /// Set when the supervisor says it cannot record the run's end.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl RunHandle {
+    fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn stop_reason(&self) -> Option<Reason> {
         *self
             .stop

@@ -2,9 +2,11 @@
 //! which run has news. One supervisor lives across many runs, so that a run costs one
 //! process start, its command's, not two.
 
+use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStdin, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 
@@ -13,6 +15,7 @@ use tokio::sync::watch as signal;
 
 use super::Shared;
 use super::run_dir::run_of;
+use super::supervisor::LOST;
 
 /// The most of the supervisor's last words kept, for a failed launch's detail.
 const LAST_WORDS_BYTES_MAX: usize = 300;
@@ -146,14 +149,11 @@ fn start(shared: &Arc<Shared>) -> io::Result<Resident> {
     let heard = Arc::clone(&life);
     spawn("rota supervisor end", move || {
         // Its standard error closes when it exits: all it said is heard by then.
-        for line in BufReader::new(complaints).lines() {
-            match line {
-                Ok(line) => {
-                    tracing::warn!(pid = heard.pid, "process executor: supervisor: {line}");
-                    heard.hear(&line);
-                }
-                Err(_) => break,
-            }
+        for line in BufReader::new(complaints).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            tracing::warn!(pid = heard.pid, "process executor: supervisor: {line}");
+            heard.hear(&line);
         }
         let how = match child.wait() {
             Ok(status) => status.to_string(),
@@ -176,11 +176,17 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
         .map(drop)
 }
 
-/// Wakes the watch of each run the supervisor names on its standard output.
+/// Wakes the watch of each run the supervisor names on its standard output, marking it
+/// lost first if the supervisor says so.
 fn relay_news(news: impl Read, shared: &Weak<Shared>) {
-    for line in BufReader::new(news).lines() {
+    for line in BufReader::new(news).split(b'\n') {
         let Ok(line) = line else { break };
-        let Some(run) = run_of(std::ffi::OsStr::new(line.trim())) else {
+        let line = String::from_utf8_lossy(&line);
+        let mut words = line.split_whitespace();
+        let (Some(run), lost) = (
+            words.next().and_then(|w| run_of(OsStr::new(w))),
+            words.next(),
+        ) else {
             tracing::warn!("process executor: the supervisor said {line:?}, which names no run");
             continue;
         };
@@ -189,6 +195,9 @@ fn relay_news(news: impl Read, shared: &Weak<Shared>) {
         };
         let handle = shared.runs().get(&run).cloned();
         if let Some(handle) = handle {
+            if lost == Some(LOST) {
+                handle.lost.store(true, Ordering::Relaxed);
+            }
             handle.wake.notify_one();
         }
     }

@@ -25,7 +25,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -48,6 +49,14 @@ const OUTPUT_DRAIN_AFTER_EXIT_MS: u64 = 2_000;
 /// The size of one read from the output pipe.
 const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
 
+/// Writes a complaint to standard error, which the daemon logs. Once the daemon is gone
+/// nobody reads it, and the write fails; `eprintln!` would panic then.
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
 /// The stack of a thread of the supervisor: it holds a read buffer on the heap and little
 /// else.
 const THREAD_STACK_BYTES: usize = 128 * 1024;
@@ -67,24 +76,20 @@ const THREAD_STACK_BYTES: usize = 128 * 1024;
 /// an end too), with failure if it could not.
 pub fn supervise_main(runs_dir: &Path) -> ExitCode {
     let told = Told(Mutex::new(io::stdout()));
-    let failed = Mutex::new(false);
-    let fail = || {
-        *failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = true
-    };
+    let failed = AtomicBool::new(false);
+    let fail = || failed.store(true, Ordering::Relaxed);
     thread::scope(|scope| {
         for line in io::stdin().lock().lines() {
             let line = match line {
                 Ok(line) => line,
                 Err(e) => {
-                    eprintln!("rota supervisor: cannot read the daemon's requests: {e}");
+                    complain!("rota supervisor: cannot read the daemon's requests: {e}");
                     fail();
                     break;
                 }
             };
-            let Some(run) = run_of(std::ffi::OsStr::new(line.trim())) else {
-                eprintln!("rota supervisor: ignoring a request that names no run: {line:?}");
+            let Some(run) = run_of(OsStr::new(line.trim())) else {
+                complain!("rota supervisor: ignoring a request that names no run: {line:?}");
                 continue;
             };
             let dir = run_dir::run_dir(runs_dir, run);
@@ -93,26 +98,32 @@ pub fn supervise_main(runs_dir: &Path) -> ExitCode {
                 .name(format!("run {run}"))
                 .stack_size(THREAD_STACK_BYTES)
                 .spawn_scoped(scope, move || {
-                    if !supervise_run(&dir, &|| told.tell(run)) {
+                    let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        supervise_run(&dir, &|| told.tell(run, News::Changed))
+                    }))
+                    .unwrap_or(false);
+                    if recorded {
+                        told.tell(run, News::Changed);
+                    } else {
+                        // The daemon would otherwise wait for an end that never comes.
                         fail();
+                        told.tell(run, News::Lost);
                     }
-                    told.tell(run);
                 });
             if let Err(e) = spawned {
                 // Recorded as the run's end, so that the daemon reports it at once.
                 let error = format!("the supervisor cannot start a thread for the run: {e}");
-                eprintln!("rota supervisor: run {run}: {error}");
-                if record_failure(&run_dir::run_dir(runs_dir, run), error).is_err() {
+                complain!("rota supervisor: run {run}: {error}");
+                if record_failure(&run_dir::run_dir(runs_dir, run), error).is_ok() {
+                    told.tell(run, News::Changed);
+                } else {
                     fail();
+                    told.tell(run, News::Lost);
                 }
-                told.tell(run);
             }
         }
     });
-    if *failed
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
+    if failed.load(Ordering::Relaxed) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -122,18 +133,34 @@ pub fn supervise_main(runs_dir: &Path) -> ExitCode {
 /// Where the supervisor tells the daemon which run has news: its standard output.
 struct Told(Mutex<io::Stdout>);
 
+/// What the supervisor says of a run on its standard output.
+#[derive(Clone, Copy)]
+enum News {
+    /// Its status has changed: `<run id>`.
+    Changed,
+    /// Its end could not be recorded, and never will be: `<run id> lost`.
+    Lost,
+}
+
 impl Told {
-    /// Writes `run`'s id as one line, in one write. A daemon that is gone is not told.
-    fn tell(&self, run: RunId) {
+    /// Writes `run`'s id, and what became of it, as one line, in one write. A daemon that
+    /// is gone is not told.
+    fn tell(&self, run: RunId, news: News) {
+        let line = match news {
+            News::Changed => format!("{run}\n"),
+            News::Lost => format!("{run} {LOST}\n"),
+        };
         let mut out = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = out
-            .write_all(format!("{run}\n").as_bytes())
-            .and_then(|()| out.flush());
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     }
 }
+
+/// The word after a run's id on the supervisor's standard output that says the
+/// supervisor could not record the run's end.
+pub(super) const LOST: &str = "lost";
 
 /// Records that the run in `run_dir` could not be supervised, for `error`.
 fn record_failure(run_dir: &Path, error: String) -> io::Result<()> {
@@ -161,7 +188,7 @@ fn supervise_run(run_dir: &Path, started: &dyn Fn()) -> bool {
     let mut log = match opened {
         Ok(log) => log,
         Err(e) => {
-            eprintln!(
+            complain!(
                 "rota supervisor: cannot write {}: {e}",
                 run_dir.join(STATUS_FILE).display()
             );
@@ -171,7 +198,7 @@ fn supervise_run(run_dir: &Path, started: &dyn Fn()) -> bool {
     let recorded = match supervise(run_dir, &mut status, &mut log, started) {
         Ok(recorded) => recorded,
         Err(error) => {
-            eprintln!("rota supervisor: {}: {error}", run_dir.display());
+            complain!("rota supervisor: {}: {error}", run_dir.display());
             status.error = Some(error);
             status.finished_at = Some(wall_now());
             log.record(&status, true)
@@ -180,7 +207,7 @@ fn supervise_run(run_dir: &Path, started: &dyn Fn()) -> bool {
     match recorded {
         Ok(()) => true,
         Err(e) => {
-            eprintln!(
+            complain!(
                 "rota supervisor: cannot record the end of the run in {}: {e}",
                 run_dir.join(STATUS_FILE).display()
             );
@@ -213,9 +240,23 @@ fn supervise(
         .try_clone()
         .map_err(|e| format!("cannot create the output pipe: {e}"))?;
     command.stdout(writer).stderr(writer_too);
+    // The copy goes on in a thread of its own, started first so that a command never
+    // runs without one; it is left behind if processes the command started hold the
+    // pipe open after it exits.
+    let (copied, copy_done) = mpsc::channel();
+    let bytes_max = order.output_bytes_max;
+    thread::Builder::new()
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || {
+            if let Err(e) = copy_output(reader, output, bytes_max) {
+                complain!("rota supervisor: cannot copy the command's output: {e}");
+            }
+            let _ = copied.send(());
+        })
+        .map_err(|e| format!("cannot start a thread to copy the command's output: {e}"))?;
     let spawned = command.spawn();
     // The command holds our copies of the pipe's write end: drop them, or the copy
-    // below would never see the end of the output.
+    // would never see the end of the output.
     drop(command);
     let mut child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", program.display()))?;
     status.child_pid = Some(child.id());
@@ -223,51 +264,18 @@ fn supervise(
     match log.record(status, true) {
         Ok(()) => started(),
         // The run goes on; the daemon learns of it at the end.
-        Err(e) => eprintln!(
+        Err(e) => complain!(
             "rota supervisor: {}: cannot record the start of the run: {e}",
             run_dir.display()
         ),
     }
 
-    // The copy goes on in a thread of its own, which is left behind if processes the
-    // command started hold the pipe open after it exits.
-    let (copied, copy_done) = mpsc::channel();
-    let bytes_max = order.output_bytes_max;
-    let pipe = Arc::new(Mutex::new(Some((reader, output))));
-    let copy = move |pipe: &Mutex<Option<(io::PipeReader, File)>>| {
-        let taken = pipe
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some((reader, output)) = taken
-            && let Err(e) = copy_output(reader, output, bytes_max)
-        {
-            eprintln!("rota supervisor: cannot copy the command's output: {e}");
-        }
-        let _ = copied.send(());
-    };
-    let spawned = thread::Builder::new()
-        .stack_size(THREAD_STACK_BYTES)
-        .spawn({
-            let pipe = Arc::clone(&pipe);
-            let copy = copy.clone();
-            move || copy(&pipe)
-        });
-    if let Err(e) = spawned {
-        // Copy here, then: the command must not block on a full pipe. This waits for
-        // whatever it left behind to close the pipe too.
-        eprintln!(
-            "rota supervisor: {}: cannot start a thread to copy the output ({e}); copying it before waiting for the command",
-            run_dir.display()
-        );
-        copy(&pipe);
-    }
     let end = wait_without_reaping(&mut child);
     if copy_done
         .recv_timeout(Duration::from_millis(OUTPUT_DRAIN_AFTER_EXIT_MS))
         .is_err()
     {
-        eprintln!(
+        complain!(
             "rota supervisor: {}: processes the command left behind still hold its output \
              open; output after its exit is not kept",
             run_dir.display()
@@ -279,7 +287,7 @@ fn supervise(
         Ok(End::Signal(signal)) => status.signal = Some(signal),
         Err(e) => {
             let error = format!("cannot wait for the command: {e}");
-            eprintln!("rota supervisor: {error}");
+            complain!("rota supervisor: {error}");
             status.error = Some(error);
         }
     }
@@ -323,6 +331,7 @@ fn command(run_dir: &Path, order: &SpecFile) -> Result<(Command, PathBuf), Strin
         .unwrap_or_default();
     let mut command = Command::new(find_program(program, &path, &cwd));
     command
+        .arg0(program)
         .args(args)
         .env_clear()
         .envs(base)

@@ -107,7 +107,12 @@ pub(super) async fn watch(
         ) {
             escalate(shared, run, &dir, reason, child_pid, &mut stopping);
         }
-        if let Some(how) = supervisor.gone(&dir) {
+        let gone = supervisor.gone(&dir).or_else(|| {
+            handle
+                .is_lost()
+                .then(|| "without recording the end; it lost track of the run".to_owned())
+        });
+        if let Some(how) = gone {
             // It may have recorded the end just before it exited.
             let status = read_status(&dir);
             if let Some((_, started_at)) = status.as_ref().and_then(Status::started) {
