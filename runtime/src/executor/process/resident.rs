@@ -16,9 +16,7 @@ use tokio::sync::watch as signal;
 use super::Shared;
 use super::run_dir::run_of;
 use super::supervisor::LOST;
-
-/// The most of the supervisor's last words kept, for a failed launch's detail.
-const LAST_WORDS_BYTES_MAX: usize = 300;
+use super::watch::SUPERVISOR_LOG_QUOTED_BYTES_MAX;
 
 /// The stack of a thread listening to the supervisor.
 const THREAD_STACK_BYTES: usize = 64 * 1024;
@@ -72,8 +70,8 @@ impl Life {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         words.push_str(line);
         words.push('\n');
-        if words.len() > LAST_WORDS_BYTES_MAX {
-            let mut cut = words.len() - LAST_WORDS_BYTES_MAX;
+        if words.len() > SUPERVISOR_LOG_QUOTED_BYTES_MAX {
+            let mut cut = words.len() - SUPERVISOR_LOG_QUOTED_BYTES_MAX;
             while !words.is_char_boundary(cut) {
                 cut += 1;
             }
@@ -90,7 +88,7 @@ pub(super) fn hand_over(shared: &Arc<Shared>, run: RunId) -> io::Result<Arc<Life
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(current) = resident.as_mut().filter(|r| r.life.ended().is_none()) {
-        match writeln!(current.requests, "{run}") {
+        match request(&mut current.requests, run) {
             Ok(()) => return Ok(Arc::clone(&current.life)),
             Err(e) => tracing::warn!(
                 pid = current.life.pid,
@@ -103,7 +101,7 @@ pub(super) fn hand_over(shared: &Arc<Shared>, run: RunId) -> io::Result<Arc<Life
     *resident = None;
     let mut fresh = start(shared)?;
     let life = Arc::clone(&fresh.life);
-    match writeln!(fresh.requests, "{run}") {
+    match request(&mut fresh.requests, run) {
         Ok(()) => *resident = Some(fresh),
         // It exited at once, or is about to: the run's watch reports how, with what it
         // said. The next run starts another.
@@ -113,6 +111,11 @@ pub(super) fn hand_over(shared: &Arc<Shared>, run: RunId) -> io::Result<Arc<Life
         ),
     }
     Ok(life)
+}
+
+/// Writes `run`'s id to the supervisor as one line, in one write.
+fn request(requests: &mut ChildStdin, run: RunId) -> io::Result<()> {
+    requests.write_all(format!("{run}\n").as_bytes())
 }
 
 /// Starts `supervisor <leading args> <runs dir>` in a process group of its own, so that

@@ -22,8 +22,9 @@ use super::run_dir::{
 };
 use super::{RunHandle, Shared};
 
-/// The longest excerpt of `supervisor.log` quoted in a failure's detail, in bytes.
-const SUPERVISOR_LOG_QUOTED_BYTES_MAX: usize = 300;
+/// The longest excerpt of what a supervisor said (its `supervisor.log`, or its standard
+/// error as the daemon heard it) quoted in a failure's detail, in bytes.
+pub(super) const SUPERVISOR_LOG_QUOTED_BYTES_MAX: usize = 300;
 
 /// The supervisor of a watched run.
 #[derive(Debug)]
