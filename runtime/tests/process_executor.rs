@@ -735,3 +735,26 @@ async fn a_command_found_in_the_path_keeps_its_name_as_argument_zero() {
     assert_eq!(code, Some(0));
     assert_eq!(output(&executor, RunId(95)), "cat\0/proc/self/cmdline\0");
 }
+
+#[tokio::test]
+async fn a_script_without_an_interpreter_line_is_run_by_the_shell() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // No `#!` line: the kernel refuses to execute it, and `execvp` hands it to `sh`.
+    let script = bin.join("greet");
+    std::fs::write(&script, "echo \"hello $1 from $0 as $ROTA_JOB\"\nexit 4\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    executor.start(spec(96, &["greet", "there"], &[("PATH", &path)]));
+    let (code, reason, detail) = started_then_exited(&mut events, RunId(96)).await;
+    assert_eq!((code, reason, detail), (Some(4), None, None));
+    assert_eq!(
+        output(&executor, RunId(96)),
+        format!("hello there from {} as backup\n", script.display())
+    );
+}

@@ -21,7 +21,6 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -30,6 +29,7 @@ use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use nix::unistd::{AccessFlags, access};
 use rota_core::job::ExecutorSpec;
 use rota_core::run::RunId;
 
@@ -41,6 +41,8 @@ use crate::executor::run_env;
 
 /// The `PATH` a command gets when the daemon has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// What runs a script the kernel cannot execute, as `execvp` does.
+const SHELL: &str = "/bin/sh";
 
 /// How long the supervisor keeps copying output after the command has exited, for what
 /// its background processes (which may hold the pipe open forever) still write.
@@ -232,14 +234,10 @@ fn supervise(
     };
     let output = File::create(run_dir.join(OUTPUT_FILE))
         .map_err(|e| format!("cannot create {}: {e}", run_dir.join(OUTPUT_FILE).display()))?;
-    let (mut command, program) = command(run_dir, &order)?;
+    let launch = Launch::new(run_dir, &order)?;
     // One pipe for both stdout and stderr, so that the output keeps the order in which
     // the command wrote it.
     let (reader, writer) = io::pipe().map_err(|e| format!("cannot create the output pipe: {e}"))?;
-    let writer_too = writer
-        .try_clone()
-        .map_err(|e| format!("cannot create the output pipe: {e}"))?;
-    command.stdout(writer).stderr(writer_too);
     // The copy goes on in a thread of its own, started first so that a command never
     // runs without one; it is left behind if processes the command started hold the
     // pipe open after it exits.
@@ -254,11 +252,11 @@ fn supervise(
             let _ = copied.send(());
         })
         .map_err(|e| format!("cannot start a thread to copy the command's output: {e}"))?;
-    let spawned = command.spawn();
-    // The command holds our copies of the pipe's write end: drop them, or the copy
-    // would never see the end of the output.
-    drop(command);
-    let mut child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", program.display()))?;
+    let spawned = launch.spawn(&writer);
+    // Drop our copy of the pipe's write end, or the copy would never see the end of the
+    // output.
+    drop(writer);
+    let mut child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", launch.program))?;
     status.child_pid = Some(child.id());
     status.started_at = Some(wall_now());
     match log.record(status, true) {
@@ -299,50 +297,100 @@ fn supervise(
     Ok(recorded)
 }
 
-/// The command of the run, and the program it executes.
-fn command(run_dir: &Path, order: &SpecFile) -> Result<(Command, PathBuf), String> {
-    let ExecutorSpec::Process(process) = &*order.spec.executor else {
-        return Err("the run is not for the process executor".into());
-    };
-    let Some((program, args)) = process.command.split_first() else {
-        return Err("the job's command is empty".into());
-    };
-    let cwd = match &process.cwd {
-        // `join` keeps an absolute `cwd` as it is.
-        Some(cwd) => run_dir.join(cwd),
-        None => run_dir.to_path_buf(),
-    };
-    if !cwd.is_dir() {
-        return Err(format!(
-            "the working directory {} is not a directory",
-            cwd.display()
-        ));
-    }
-    let base = base_env();
-    let path = process
-        .env
-        .get("PATH")
-        .map(OsString::from)
-        .or_else(|| {
-            base.iter()
-                .find(|(name, _)| name == "PATH")
-                .map(|(_, v)| v.clone())
+/// How to start the command of a run.
+struct Launch<'a> {
+    /// The program, as the job names it: argument zero.
+    program: &'a str,
+    /// Its arguments.
+    args: &'a [String],
+    /// Where it is.
+    path: PathBuf,
+    /// The environment it starts with.
+    env: Vec<(String, OsString)>,
+    /// Its working directory.
+    cwd: PathBuf,
+}
+
+impl<'a> Launch<'a> {
+    fn new(run_dir: &Path, order: &'a SpecFile) -> Result<Self, String> {
+        let ExecutorSpec::Process(process) = &*order.spec.executor else {
+            return Err("the run is not for the process executor".into());
+        };
+        let Some((program, args)) = process.command.split_first() else {
+            return Err("the job's command is empty".into());
+        };
+        let cwd = match &process.cwd {
+            // `join` keeps an absolute `cwd` as it is.
+            Some(cwd) => run_dir.join(cwd),
+            None => run_dir.to_path_buf(),
+        };
+        if !cwd.is_dir() {
+            return Err(format!(
+                "the working directory {} is not a directory",
+                cwd.display()
+            ));
+        }
+        let mut env = base_env();
+        env.extend(process.env.iter().map(|(k, v)| (k.clone(), v.into())));
+        env.extend(
+            run_env(&order.spec, order.host)
+                .into_iter()
+                .map(|(k, v)| (k, v.into())),
+        );
+        // The last value of a name counts, as in `Command::envs`.
+        let path = env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        Ok(Self {
+            program,
+            args,
+            path: find_program(program, &path, &cwd),
+            env,
+            cwd,
         })
-        .unwrap_or_default();
-    let mut command = Command::new(find_program(program, &path, &cwd));
-    command
-        .arg0(program)
-        .args(args)
-        .env_clear()
-        .envs(base)
-        .envs(&process.env)
-        .envs(run_env(&order.spec, order.host))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        // Its own process group: the daemon signals it, and everything it started,
-        // without signalling the supervisor.
-        .process_group(0);
-    Ok((command, PathBuf::from(program)))
+    }
+
+    /// Starts the command with its output to `output`. A file the kernel cannot
+    /// execute (a script without a `#!` line) is run by `/bin/sh`, as `execvp` does.
+    fn spawn(&self, output: &io::PipeWriter) -> io::Result<Child> {
+        match self.command(false, output)?.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
+                self.command(true, output)?.spawn()
+            }
+            spawned => spawned,
+        }
+    }
+
+    /// The command, or with `by_shell` the shell running the program as a script.
+    fn command(&self, by_shell: bool, output: &io::PipeWriter) -> io::Result<Command> {
+        let mut command = match by_shell {
+            true => {
+                let mut command = Command::new(SHELL);
+                command.arg(&self.path);
+                command
+            }
+            false => {
+                let mut command = Command::new(&self.path);
+                command.arg0(self.program);
+                command
+            }
+        };
+        command
+            .args(self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output.try_clone()?)
+            // Its own process group: the daemon signals it, and everything it started,
+            // without signalling the supervisor.
+            .process_group(0);
+        Ok(command)
+    }
 }
 
 /// Where `program` is, searched as `execvp` does in the directories of `path` (relative
@@ -361,9 +409,8 @@ fn find_program(program: &str, path: &OsStr, cwd: &Path) -> PathBuf {
     std::env::split_paths(path)
         .map(|dir| cwd.join(dir).join(program))
         .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            candidate.metadata().is_ok_and(|m| m.is_file())
+                && access(candidate, AccessFlags::X_OK).is_ok()
         })
         .unwrap_or_else(|| PathBuf::from(program))
 }
@@ -487,6 +534,7 @@ fn copy_output(mut pipe: io::PipeReader, mut output: File, bytes_max: u64) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn copied(input: &[u8], bytes_max: u64) -> String {
         let dir = tempfile::tempdir().unwrap();
