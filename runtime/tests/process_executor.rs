@@ -758,3 +758,37 @@ async fn a_script_without_an_interpreter_line_is_run_by_the_shell() {
         format!("hello there from {} as backup\n", script.display())
     );
 }
+
+#[tokio::test]
+async fn output_held_open_after_the_command_exits_is_let_go_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    // The command leaves a process behind that keeps writing to its output; once the
+    // supervisor lets go of the pipe, a write fails and that process says so in `let-go`.
+    let let_go = dir.path().join("let-go");
+    let script = format!(
+        "trap '' PIPE; \
+         (while [ -d {dir} ] && echo tick; do sleep 0.1; done; touch {let_go}) & \
+         echo started",
+        dir = dir.path().display(),
+        let_go = let_go.display()
+    );
+    executor.start(spec(97, &sh(&script), &[]));
+    let (code, _, _) = started_then_exited(&mut events, RunId(97)).await;
+    assert_eq!(code, Some(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !let_go.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process left behind could still write to the output"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = output(&executor, RunId(97));
+    assert!(
+        output.starts_with("started\n") || output.starts_with("tick\n"),
+        "{output}"
+    );
+    assert!(output.contains("tick\n"), "{output}");
+}

@@ -45,7 +45,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const SHELL: &str = "/bin/sh";
 
 /// How long the supervisor keeps copying output after the command has exited, for what
-/// its background processes (which may hold the pipe open forever) still write.
+/// its background processes (which may hold the pipe open forever) still write; then it
+/// closes its end of the pipe, and their writes fail.
 const OUTPUT_DRAIN_AFTER_EXIT_MS: u64 = 2_000;
 
 /// The size of one read from the output pipe.
@@ -239,14 +240,16 @@ fn supervise(
     // the command wrote it.
     let (reader, writer) = io::pipe().map_err(|e| format!("cannot create the output pipe: {e}"))?;
     // The copy goes on in a thread of its own, started first so that a command never
-    // runs without one; it is left behind if processes the command started hold the
-    // pipe open after it exits.
+    // runs without one. Processes the command started may hold the pipe open after it
+    // exits: closing `abandon` then ends the copy, and the pipe with it.
+    let (abandoned, abandon) =
+        io::pipe().map_err(|e| format!("cannot create the output pipe: {e}"))?;
     let (copied, copy_done) = mpsc::channel();
     let bytes_max = order.output_bytes_max;
     thread::Builder::new()
         .stack_size(THREAD_STACK_BYTES)
         .spawn(move || {
-            if let Err(e) = copy_output(reader, output, bytes_max) {
+            if let Err(e) = copy_output(reader, output, bytes_max, &abandoned) {
                 complain!("rota supervisor: cannot copy the command's output: {e}");
             }
             let _ = copied.send(());
@@ -275,10 +278,11 @@ fn supervise(
     {
         complain!(
             "rota supervisor: {}: processes the command left behind still hold its output \
-             open; output after its exit is not kept",
+             open; their output after its exit is not kept, and their pipe is closed",
             run_dir.display()
         );
     }
+    drop(abandon);
     status.finished_at = Some(wall_now());
     match end {
         Ok(End::Code(code)) => status.exit_code = Some(code),
@@ -481,14 +485,23 @@ fn wait_without_reaping(child: &mut Child) -> io::Result<End> {
 
 /// Copies the command's output from `pipe` to `output`, keeping at most `bytes_max`
 /// bytes and then one line saying so. It reads the pipe to its end whatever it keeps,
-/// so that the command never blocks on a full pipe or dies of a closed one.
-fn copy_output(mut pipe: io::PipeReader, mut output: File, bytes_max: u64) -> io::Result<()> {
+/// so that the command never blocks on a full pipe or dies of a closed one; or until
+/// the write end of `abandoned` is closed.
+fn copy_output(
+    mut pipe: io::PipeReader,
+    mut output: File,
+    bytes_max: u64,
+    abandoned: &io::PipeReader,
+) -> io::Result<()> {
     let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
     let mut kept: u64 = 0;
     let mut last_byte = b'\n';
     let mut keeping = true;
     let mut write_error = None;
     loop {
+        if !readable_unless_abandoned(&pipe, abandoned)? {
+            break;
+        }
         let n = match pipe.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -531,6 +544,35 @@ fn copy_output(mut pipe: io::PipeReader, mut output: File, bytes_max: u64) -> io
     }
 }
 
+/// Waits until `pipe` can be read (or has ended) or the write end of `abandoned` is
+/// closed; whether `pipe` can be read.
+fn readable_unless_abandoned(
+    pipe: &io::PipeReader,
+    abandoned: &io::PipeReader,
+) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+
+    loop {
+        let mut fds = [
+            PollFd::new(abandoned.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pipe.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if ready(&fds[0]) {
+            return Ok(false);
+        }
+        if ready(&fds[1]) {
+            return Ok(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,7 +584,8 @@ mod tests {
         let (reader, mut writer) = io::pipe().unwrap();
         let input = input.to_vec();
         let feeder = thread::spawn(move || writer.write_all(&input).unwrap());
-        copy_output(reader, File::create(&path).unwrap(), bytes_max).unwrap();
+        let (abandoned, _abandon) = io::pipe().unwrap();
+        copy_output(reader, File::create(&path).unwrap(), bytes_max, &abandoned).unwrap();
         feeder.join().unwrap();
         std::fs::read_to_string(path).unwrap()
     }
