@@ -792,3 +792,27 @@ async fn output_held_open_after_the_command_exits_is_let_go_of() {
     );
     assert!(output.contains("tick\n"), "{output}");
 }
+
+#[tokio::test]
+async fn a_run_whose_directory_is_removed_under_it_ends_host_lost() {
+    let mut held = Held::start(98).await;
+    std::fs::remove_dir_all(held.runs_dir.join("98")).unwrap();
+    match next_event(&mut held.events).await {
+        ExecutorEvent::Exited {
+            run,
+            started_at,
+            exit_code,
+            reason,
+            detail,
+            ..
+        } => {
+            assert_eq!(run, RunId(98));
+            assert!(started_at.is_some());
+            assert_eq!((exit_code, reason), (None, Some(Reason::HostLost)));
+            let detail = detail.unwrap_or_default();
+            assert!(detail.contains("was removed"), "{detail}");
+        }
+        other => panic!("expected the end of run 98, got {other:?}"),
+    }
+    held.release();
+}

@@ -94,10 +94,16 @@ pub(super) async fn watch(
     let poll = Duration::from_millis(shared.config.poll_interval_ms);
     let mut alive = shared.alive.clone();
     let mut stopping: Option<Stopping> = None;
+    // When the command started, as last read.
+    let mut started: Option<Timestamp> = None;
     let end = loop {
         let status = read_status(&dir);
         if let Some((_, started_at)) = status.as_ref().and_then(Status::started) {
+            started = Some(started_at);
             announce_start(shared, run, &mut announce, started_at);
+        }
+        if status.is_none() && !dir.exists() {
+            break directory_gone(run, &dir, started);
         }
         if let Some(status) = status.as_ref().filter(|s| s.is_final()) {
             break ended(run, &dir, status, handle.stop_reason());
@@ -280,6 +286,25 @@ pub(super) fn ended(
 /// The event for a run whose supervisor is gone without recording the end: `exit` is
 /// how it ended when this daemon saw it end, none when it was found gone, and
 /// `last_words` what it wrote to its standard error, when this daemon heard it.
+/// The end of a run whose directory was removed under it: unknown, as is whether the
+/// command started if its start was not seen.
+fn directory_gone(run: RunId, dir: &Path, started_at: Option<Timestamp>) -> ExecutorEvent {
+    let detail = format!(
+        "the run directory {} was removed while the run was in flight; how the run ended \
+         cannot be known",
+        dir.display()
+    );
+    tracing::warn!(%run, "process executor: {detail}");
+    ExecutorEvent::Exited {
+        run,
+        at: wall_now(),
+        started_at,
+        exit_code: None,
+        reason: Some(Reason::HostLost),
+        detail: Some(bounded_detail(&detail)),
+    }
+}
+
 pub(super) fn supervisor_died(
     run: RunId,
     dir: &Path,
