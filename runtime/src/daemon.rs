@@ -724,6 +724,9 @@ struct EventLoop {
 
 /// Core messages queued per peer before new ones are dropped (the core retries).
 const PEER_QUEUE_MAX: usize = 10_000;
+/// The least time between two calls carrying messages to one peer: under load, the
+/// messages of each interval (dispatches, reports, acknowledgements) go in one call.
+const MESSAGES_INTERVAL_MIN: Duration = Duration::from_millis(5);
 /// The most messages sent in one RPC.
 const MESSAGES_PER_RPC_MAX: usize = 512;
 
@@ -967,7 +970,13 @@ async fn peer_sender(
     ttl: Duration,
     mut queue: mpsc::Receiver<(tokio::time::Instant, Message)>,
 ) {
+    let mut last_sent: Option<tokio::time::Instant> = None;
     while let Some(first) = queue.recv().await {
+        // Messages that come while this waits go in the same call.
+        if let Some(last) = last_sent {
+            tokio::time::sleep_until(last + MESSAGES_INTERVAL_MIN).await;
+        }
+        last_sent = Some(tokio::time::Instant::now());
         let mut messages = Vec::new();
         let mut next = Some(first);
         while let Some((queued, message)) = next {
