@@ -608,7 +608,7 @@ const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 /// writes, fsyncs, replicates and applies at most one entry per interval and proposer
 /// however many runs it starts. Without it, each commit took about 2 ms on loopback,
 /// and 300 runs/s cost 540 entries/s where they now cost 160.
-const PROPOSAL_INTERVAL_MIN: Duration = Duration::from_millis(5);
+const PROPOSAL_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// Proposes the core's commands to Raft in the order the node made them, packing those
 /// that queued up while earlier proposals were in flight into one [`Command::Batch`] of
@@ -726,7 +726,7 @@ struct EventLoop {
 const PEER_QUEUE_MAX: usize = 10_000;
 /// The least time between two calls carrying messages to one peer: under load, the
 /// messages of each interval (dispatches, reports, acknowledgements) go in one call.
-const MESSAGES_INTERVAL_MIN: Duration = Duration::from_millis(5);
+const MESSAGES_INTERVAL_MIN: Duration = Duration::from_millis(10);
 /// The most messages sent in one RPC.
 const MESSAGES_PER_RPC_MAX: usize = 512;
 
