@@ -794,8 +794,13 @@ async fn output_held_open_after_the_command_exits_is_let_go_of() {
 }
 
 #[tokio::test]
-async fn a_run_whose_directory_is_removed_under_it_ends_host_lost() {
+async fn a_run_whose_directory_is_removed_under_it_ends_host_lost_and_its_command_killed() {
     let mut held = Held::start(98).await;
+    let status = std::fs::read_to_string(held.runs_dir.join("98").join("status.jsonl")).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(status.lines().last().expect("a status line")).unwrap();
+    let command = u32::try_from(last["child_pid"].as_u64().expect("a started command")).unwrap();
+    assert!(exists(command));
     std::fs::remove_dir_all(held.runs_dir.join("98")).unwrap();
     match next_event(&mut held.events).await {
         ExecutorEvent::Exited {
@@ -811,8 +816,11 @@ async fn a_run_whose_directory_is_removed_under_it_ends_host_lost() {
             assert_eq!((exit_code, reason), (None, Some(Reason::HostLost)));
             let detail = detail.unwrap_or_default();
             assert!(detail.contains("was removed"), "{detail}");
+            assert!(detail.contains("killed"), "{detail}");
         }
         other => panic!("expected the end of run 98, got {other:?}"),
     }
-    held.release();
+    // Killed, so that no retry overlaps it: never released.
+    until_gone(command).await;
+    assert!(!held.release.exists());
 }

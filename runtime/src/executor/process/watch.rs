@@ -94,16 +94,18 @@ pub(super) async fn watch(
     let poll = Duration::from_millis(shared.config.poll_interval_ms);
     let mut alive = shared.alive.clone();
     let mut stopping: Option<Stopping> = None;
-    // When the command started, as last read.
-    let mut started: Option<Timestamp> = None;
+    // The command's process id and start, as last read.
+    let mut started: Option<(u32, Timestamp)> = None;
     let end = loop {
         let status = read_status(&dir);
-        if let Some((_, started_at)) = status.as_ref().and_then(Status::started) {
-            started = Some(started_at);
+        if let Some((child_pid, started_at)) = status.as_ref().and_then(Status::started) {
+            started = Some((child_pid, started_at));
             announce_start(shared, run, &mut announce, started_at);
         }
-        if status.is_none() && !dir.exists() {
-            break directory_gone(run, &dir, started);
+        if status.is_none()
+            && fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            break directory_gone(run, &dir, started, &supervisor, handle.stop_reason());
         }
         if let Some(status) = status.as_ref().filter(|s| s.is_final()) {
             break ended(run, &dir, status, handle.stop_reason());
@@ -283,28 +285,42 @@ pub(super) fn ended(
     }
 }
 
-/// The event for a run whose supervisor is gone without recording the end: `exit` is
-/// how it ended when this daemon saw it end, none when it was found gone, and
-/// `last_words` what it wrote to its standard error, when this daemon heard it.
-/// The end of a run whose directory was removed under it: unknown, as is whether the
-/// command started if its start was not seen.
-fn directory_gone(run: RunId, dir: &Path, started_at: Option<Timestamp>) -> ExecutorEvent {
-    let detail = format!(
+/// The end of a run whose directory was removed under it, which cannot be known. The
+/// command, if its start was seen (`started`, with its process id) and its supervisor
+/// lives, is killed first, so that no retry overlaps it: the operator who removed the
+/// run's record has ended the run. The reason is the stop's, if one was asked for.
+fn directory_gone(
+    run: RunId,
+    dir: &Path,
+    started: Option<(u32, Timestamp)>,
+    supervisor: &Supervisor,
+    stop: Option<Reason>,
+) -> ExecutorEvent {
+    let mut detail = format!(
         "the run directory {} was removed while the run was in flight; how the run ended \
          cannot be known",
         dir.display()
     );
+    if let Some((child_pid, _)) = started
+        && supervisor.gone(dir).is_none()
+    {
+        signal_group(run, child_pid, Signal::SIGKILL);
+        detail.push_str("; the command was killed");
+    }
     tracing::warn!(%run, "process executor: {detail}");
     ExecutorEvent::Exited {
         run,
         at: wall_now(),
-        started_at,
+        started_at: started.map(|(_, at)| at),
         exit_code: None,
-        reason: Some(Reason::HostLost),
+        reason: Some(stop.unwrap_or(Reason::HostLost)),
         detail: Some(bounded_detail(&detail)),
     }
 }
 
+/// The event for a run whose supervisor is gone without recording the end: `exit` is
+/// how it ended when this daemon saw it end, none when it was found gone, and
+/// `last_words` what it wrote to its standard error, when this daemon heard it.
 pub(super) fn supervisor_died(
     run: RunId,
     dir: &Path,
