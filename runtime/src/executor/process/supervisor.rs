@@ -73,7 +73,11 @@ const THREAD_STACK_BYTES: usize = 128 * 1024;
 /// `/usr/local/bin:/usr/bin:/bin`), `HOME` and `LANG` when the daemon has them, then
 /// the job's own `env`, then `ROTA_JOB`, `ROTA_RUN_ID`, `ROTA_SCHEDULED_AT`,
 /// `ROTA_ATTEMPT` and `ROTA_HOST`. Its working directory is the job's `cwd` (relative
-/// to the run directory), else the run directory. No shell is involved.
+/// to the run directory), else the run directory. No shell is involved, unless the
+/// program is a script without a `#!` line, which `/bin/sh` runs, as `execvp` would.
+/// Processes the command leaves behind holding its output lose it two seconds after it
+/// exits: the supervisor closes its end of the pipe, so their next write fails (and
+/// `SIGPIPE` kills those that do not ignore it, as when a supervisor of one run exited).
 ///
 /// It exits with success if it recorded the end of every run it took (a failed launch is
 /// an end too), with failure if it could not.
