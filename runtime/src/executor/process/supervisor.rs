@@ -374,18 +374,14 @@ impl<'a> Launch<'a> {
 
     /// The command, or with `by_shell` the shell running the program as a script.
     fn command(&self, by_shell: bool, output: &io::PipeWriter) -> io::Result<Command> {
-        let mut command = match by_shell {
-            true => {
-                let mut command = Command::new(SHELL);
-                command.arg(&self.path);
-                command
-            }
-            false => {
-                let mut command = Command::new(&self.path);
-                command.arg0(self.program);
-                command
-            }
-        };
+        let mut command;
+        if by_shell {
+            command = Command::new(SHELL);
+            command.arg(&self.path);
+        } else {
+            command = Command::new(&self.path);
+            command.arg0(self.program);
+        }
         command
             .args(self.args)
             .env_clear()
