@@ -559,11 +559,20 @@ async fn a_supervisor_that_fails_at_once_fails_the_launch() {
 
 /// The process id of the supervisor that took `run`, from its status.
 fn supervisor_of(runs_dir: &Path, run: u64) -> u32 {
+    let first = &status_lines(runs_dir, run)[0];
+    u32::try_from(first["pid"].as_u64().expect("a pid")).unwrap()
+}
+
+/// The lines of the run's `status.jsonl`, at least one.
+fn status_lines(runs_dir: &Path, run: u64) -> Vec<serde_json::Value> {
     let status = std::fs::read_to_string(runs_dir.join(run.to_string()).join("status.jsonl"))
         .expect("the run has a status");
-    let first: serde_json::Value =
-        serde_json::from_str(status.lines().next().expect("a status line")).unwrap();
-    u32::try_from(first["pid"].as_u64().expect("a pid")).unwrap()
+    let lines: Vec<serde_json::Value> = status
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "a status line");
+    lines
 }
 
 /// Whether process `pid` exists (and is not a zombie).
@@ -580,12 +589,14 @@ fn exists(pid: u32) -> bool {
 
 /// Waits until process `pid` is gone.
 async fn until_gone(pid: u32) {
+    until(&format!("process {pid} still there"), || !exists(pid)).await;
+}
+
+/// Waits until `done`, failing with `what` after [`EVENT_TIMEOUT`].
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while exists(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "process {pid} still there"
-        );
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -777,14 +788,11 @@ async fn output_held_open_after_the_command_exits_is_let_go_of() {
     executor.start(spec(97, &sh(&script), &[]));
     let (code, _, _) = started_then_exited(&mut events, RunId(97)).await;
     assert_eq!(code, Some(0));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !let_go.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the process left behind could still write to the output"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        "the process left behind could still write to the output",
+        || let_go.exists(),
+    )
+    .await;
     let output = output(&executor, RunId(97));
     assert!(
         output.starts_with("started\n") || output.starts_with("tick\n"),
@@ -796,9 +804,8 @@ async fn output_held_open_after_the_command_exits_is_let_go_of() {
 #[tokio::test]
 async fn a_run_whose_directory_is_removed_under_it_ends_host_lost_and_its_command_killed() {
     let mut held = Held::start(98).await;
-    let status = std::fs::read_to_string(held.runs_dir.join("98").join("status.jsonl")).unwrap();
-    let last: serde_json::Value =
-        serde_json::from_str(status.lines().last().expect("a status line")).unwrap();
+    let status = status_lines(&held.runs_dir, 98);
+    let last = status.last().expect("a status line");
     let command = u32::try_from(last["child_pid"].as_u64().expect("a started command")).unwrap();
     assert!(exists(command));
     std::fs::remove_dir_all(held.runs_dir.join("98")).unwrap();
