@@ -250,11 +250,14 @@ async fn a_run_ignoring_sigterm_is_killed_after_the_grace_period() {
         ..config(dir.path())
     };
     let executor = ProcessExecutor::new(config, HOST, tx).unwrap();
-    executor.start(spec(6, &sh("trap '' TERM; sleep 30"), &[]));
+    executor.start(spec(6, &sh("trap '' TERM; touch trapped; sleep 30"), &[]));
     match next_event(&mut events).await {
         ExecutorEvent::Started { run, .. } => assert_eq!(run, RunId(6)),
         other => panic!("unexpected {other:?}"),
     }
+    // A stop before the shell has set its trap would end it with `SIGTERM`.
+    let trapped = dir.path().join("6").join("trapped");
+    until("the shell ignores SIGTERM", || trapped.exists()).await;
     let asked = tokio::time::Instant::now();
     executor.stop(RunId(6), Reason::Timeout);
     match next_event(&mut events).await {
