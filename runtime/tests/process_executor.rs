@@ -645,6 +645,51 @@ async fn runs_share_one_supervisor_that_tells_the_daemon_of_each_end() {
     assert!(exists(pid), "the supervisor lives on for the next run");
 }
 
+#[tokio::test]
+async fn many_runs_at_once_share_the_supervisors_few_threads_and_all_end_recorded() {
+    const RUNS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let release = outside.path().join("release");
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    let runs_dir = executor.config().runs_dir.clone();
+    for id in 100..100 + RUNS {
+        let code = i32::try_from(id % 7).unwrap();
+        let script = format!("echo run $ROTA_RUN_ID; {}", held(&release, code));
+        executor.start(spec(id, &sh(&script), &[]));
+    }
+    let mut started = 0;
+    while started < RUNS {
+        match next_event(&mut events).await {
+            ExecutorEvent::Started { .. } => started += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Every command runs at once, and the supervisor has no thread for any of them.
+    let supervisor = supervisor_of(&runs_dir, 100);
+    let threads = std::fs::read_dir(format!("/proc/{supervisor}/task"))
+        .unwrap()
+        .count();
+    assert!(threads <= 3, "the supervisor has {threads} threads");
+    // Released together, the ends come to the recorder together.
+    std::fs::write(&release, "").unwrap();
+    let mut ended = std::collections::BTreeSet::new();
+    while ended.len() < usize::try_from(RUNS).unwrap() {
+        match next_event(&mut events).await {
+            ExecutorEvent::Exited { run, exit_code, .. } => {
+                assert_eq!(exit_code, Some(i32::try_from(run.0 % 7).unwrap()), "{run}");
+                assert_eq!(output(&executor, run), format!("run {}\n", run.0));
+                let last = status_lines(&runs_dir, run.0).pop().unwrap();
+                assert_eq!(last["exit_code"], run.0 % 7, "{last}");
+                assert_eq!(last["pid"], supervisor, "{last}");
+                assert!(ended.insert(run), "{run} ended twice");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 /// A run held until released, started by a fresh executor.
 struct Held {
     /// The executor, until the test drops it.

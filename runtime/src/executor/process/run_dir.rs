@@ -137,9 +137,6 @@ pub(super) fn write_json_unsynced<T: Serialize>(
 #[derive(Debug)]
 pub(super) struct StatusLog {
     file: File,
-    dir: PathBuf,
-    /// Whether the directory's entry for the file is on disk.
-    entry_synced: bool,
 }
 
 impl StatusLog {
@@ -149,28 +146,26 @@ impl StatusLog {
             .create(true)
             .append(true)
             .open(dir.join(STATUS_FILE))?;
-        Ok(StatusLog {
-            file,
-            dir: dir.to_path_buf(),
-            entry_synced: false,
-        })
+        Ok(StatusLog { file })
     }
 
     /// Appends `status` as one line, in one write: a reader sees the line whole, or
-    /// without its newline, which it ignores. With `sync`, the line is on disk when this
-    /// returns.
-    pub fn record(&mut self, status: &Status, sync: bool) -> io::Result<()> {
+    /// without its newline, which it ignores. The line is not synced: the supervisor's
+    /// recorder syncs it (with the directory's entry for the file, the first time).
+    pub fn write(&mut self, status: &Status) -> io::Result<()> {
         let mut line = serde_json::to_vec(status).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        if sync {
-            self.file.sync_data()?;
-            if !self.entry_synced {
-                FsDisk.sync_dir(&self.dir)?;
-                self.entry_synced = true;
-            }
-        }
-        Ok(())
+        self.file.write_all(&line)
+    }
+
+    /// The file, to sync while the log goes on.
+    pub fn file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// The file, to sync once the log is over.
+    pub fn into_file(self) -> File {
+        self.file
     }
 }
 
@@ -248,15 +243,12 @@ mod tests {
             ..Status::default()
         };
         let mut log = StatusLog::create(dir.path()).unwrap();
-        log.record(
-            &Status {
-                pid: 10,
-                ..Status::default()
-            },
-            false,
-        )
+        log.write(&Status {
+            pid: 10,
+            ..Status::default()
+        })
         .unwrap();
-        log.record(&status, true).unwrap();
+        log.write(&status).unwrap();
         let text = std::fs::read_to_string(dir.path().join(STATUS_FILE)).unwrap();
         assert!(!text.contains("finished_at"), "{text}");
         assert_eq!(text.lines().count(), 2, "{text}");

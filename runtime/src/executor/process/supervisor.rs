@@ -15,42 +15,39 @@
 //! the command it watches and records the signal that ended it. (This needs no signal
 //! handler, which nix only offers through `unsafe`.)
 //!
-//! The supervisor uses plain threads, no async runtime: two per run, one waiting for the
-//! command and one copying its output.
+//! The supervisor has three threads, however many runs it has:
+//! - an event loop, which starts each command and waits on all of them at once (`epoll`
+//!   over each command's pidfd and output pipe), copying output and writing each status
+//!   line as it comes;
+//! - the recorder (`recorder.rs`), which makes those lines durable, several with one
+//!   sync when several wait, and only then tells the daemon and reaps ended commands;
+//! - a reader of the daemon's requests, which blocks on standard input.
+//!
+//! Linux only: it needs pidfds (Linux 5.3).
 
-use std::ffi::{OsStr, OsString};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::process::{Child, ExitCode};
+use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nix::unistd::{AccessFlags, access};
-use rota_core::job::ExecutorSpec;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
 use rota_core::run::RunId;
 
+use self::launch::Launch;
+use self::output::OutputCopy;
+use self::recorder::{Step, Written};
 use super::run_dir::{
-    self, OUTPUT_FILE, SPEC_FILE, STATUS_FILE, SpecFile, Status, StatusLog, read_json, run_of,
-    wall_now,
+    self, OUTPUT_FILE, SPEC_FILE, SpecFile, Status, StatusLog, read_json, run_of, wall_now,
 };
-use crate::executor::run_env;
-
-/// The `PATH` a command gets when the daemon has none.
-pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// What runs a script the kernel cannot execute, as `execvp` does.
-const SHELL: &str = "/bin/sh";
-
-/// How long the supervisor keeps copying output after the command has exited, for what
-/// its background processes (which may hold the pipe open forever) still write; then it
-/// closes its end of the pipe, and their writes fail.
-const OUTPUT_DRAIN_AFTER_EXIT_MS: u64 = 2_000;
-
-/// The size of one read from the output pipe.
-const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Writes a complaint to standard error, which the daemon logs. Once the daemon is gone
 /// nobody reads it, and the write fails; `eprintln!` would panic then.
@@ -60,9 +57,41 @@ macro_rules! complain {
     }};
 }
 
+mod launch;
+mod output;
+mod recorder;
+
+pub use self::launch::DEFAULT_PATH;
+pub(super) use self::recorder::LOST;
+
+/// How long the supervisor keeps copying output after the command has exited, for what
+/// its background processes (which may hold the pipe open forever) still write; then it
+/// closes its end of the pipe, and their writes fail.
+const OUTPUT_DRAIN_AFTER_EXIT: Duration = Duration::from_millis(2_000);
+
+/// The size of one read from an output pipe.
+const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
+
+/// The most events taken from `epoll` at once.
+const EVENTS_PER_WAIT_MAX: usize = 256;
+
 /// The stack of a thread of the supervisor: it holds a read buffer on the heap and little
 /// else.
 const THREAD_STACK_BYTES: usize = 128 * 1024;
+
+/// What an event is about, in the low bits of its `epoll` token; the rest is the run's
+/// key in the loop.
+const TOKEN_KIND_BITS: u32 = 2;
+/// The daemon has sent requests.
+const TOKEN_REQUESTS: u64 = 0;
+/// A command has exited.
+const TOKEN_EXIT: u64 = 1;
+/// A command's output pipe can be read.
+const TOKEN_OUTPUT: u64 = 2;
+
+fn token(key: u64, kind: u64) -> u64 {
+    (key << TOKEN_KIND_BITS) | kind
+}
 
 /// Supervises the runs of `runs_dir` that the daemon names on standard input, each to
 /// its end: the body of the binary `rota-supervisor <runs dir>` and of the hidden
@@ -82,355 +111,103 @@ const THREAD_STACK_BYTES: usize = 128 * 1024;
 /// It exits with success if it recorded the end of every run it took (a failed launch is
 /// an end too), with failure if it could not.
 pub fn supervise_main(runs_dir: &Path) -> ExitCode {
-    let told = Told(Mutex::new(io::stdout()));
-    let failed = AtomicBool::new(false);
-    let fail = || failed.store(true, Ordering::Relaxed);
-    thread::scope(|scope| {
-        for line in io::stdin().lock().lines() {
-            let line = match line {
-                Ok(line) => line,
-                Err(e) => {
-                    complain!("rota supervisor: cannot read the daemon's requests: {e}");
-                    fail();
-                    break;
-                }
-            };
-            let Some(run) = run_of(OsStr::new(line.trim())) else {
-                complain!("rota supervisor: ignoring a request that names no run: {line:?}");
-                continue;
-            };
-            let dir = run_dir::run_dir(runs_dir, run);
-            let (told, fail) = (&told, &fail);
-            let spawned = thread::Builder::new()
-                .name(format!("run {run}"))
-                .stack_size(THREAD_STACK_BYTES)
-                .spawn_scoped(scope, move || {
-                    let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        supervise_run(&dir, &|| told.tell(run, News::Changed))
-                    }))
-                    .unwrap_or(false);
-                    if recorded {
-                        told.tell(run, News::Changed);
-                    } else {
-                        // The daemon would otherwise wait for an end that never comes.
-                        fail();
-                        told.tell(run, News::Lost);
-                    }
-                });
-            if let Err(e) = spawned {
-                // Recorded as the run's end, so that the daemon reports it at once.
-                let error = format!("the supervisor cannot start a thread for the run: {e}");
-                complain!("rota supervisor: run {run}: {error}");
-                if record_failure(&run_dir::run_dir(runs_dir, run), error).is_ok() {
-                    told.tell(run, News::Changed);
-                } else {
-                    fail();
-                    told.tell(run, News::Lost);
-                }
+    let (written, to_record) = mpsc::channel();
+    let recorded = thread::scope(|scope| {
+        let recorder = thread::Builder::new()
+            .name("rota recorder".to_owned())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn_scoped(scope, move || recorder::record(runs_dir, &to_record));
+        let recorder = match recorder {
+            Ok(recorder) => recorder,
+            Err(e) => {
+                complain!("rota supervisor: cannot start a thread: {e}");
+                return false;
             }
+        };
+        let looped = Supervisor::new(runs_dir, written).and_then(Supervisor::run);
+        if let Err(e) = &looped {
+            complain!("rota supervisor: {e}; the runs it has are not watched any more");
         }
+        // The loop has dropped its sender: the recorder ends once it has recorded all.
+        let recorded = recorder.join().unwrap_or(false);
+        looped.is_ok_and(|requests_read| requests_read) && recorded
     });
-    if failed.load(Ordering::Relaxed) {
-        ExitCode::FAILURE
-    } else {
+    if recorded {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
-/// Where the supervisor tells the daemon which run has news: its standard output.
-struct Told(Mutex<io::Stdout>);
-
-/// What the supervisor says of a run on its standard output.
-#[derive(Clone, Copy)]
-enum News {
-    /// Its status has changed: `<run id>`.
-    Changed,
-    /// Its end could not be recorded, and never will be: `<run id> lost`.
-    Lost,
+/// What the reader of standard input hands the loop.
+enum Request {
+    /// Supervise this run.
+    Run(RunId),
+    /// No more runs: standard input has ended, or could not be read (`failed`).
+    Closed { failed: bool },
 }
 
-impl Told {
-    /// Writes `run`'s id, and what became of it, as one line, in one write. A daemon that
-    /// is gone is not told.
-    fn tell(&self, run: RunId, news: News) {
-        let line = match news {
-            News::Changed => format!("{run}\n"),
-            News::Lost => format!("{run} {LOST}\n"),
-        };
-        let mut out = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-    }
-}
-
-/// The word after a run's id on the supervisor's standard output that says the
-/// supervisor could not record the run's end.
-pub(super) const LOST: &str = "lost";
-
-/// Records that the run in `run_dir` could not be supervised, for `error`.
-fn record_failure(run_dir: &Path, error: String) -> io::Result<()> {
-    let status = Status {
-        pid: std::process::id(),
-        error: Some(error),
-        finished_at: Some(wall_now()),
-        ..Status::default()
-    };
-    StatusLog::create(run_dir).and_then(|mut log| log.record(&status, true))
-}
-
-/// Supervises the run whose directory is `run_dir` to its end, calling `started` once
-/// its start is recorded; whether its end is recorded.
-fn supervise_run(run_dir: &Path, started: &dyn Fn()) -> bool {
-    let mut status = Status {
-        pid: std::process::id(),
-        ..Status::default()
-    };
-    // First thing: say who supervises the run, so the daemon can tell later whether
-    // its supervisor lives. Not synced: a crash of the machine ends us too, and a status
-    // holding only our pid says what no status says, that the command never started.
-    let opened =
-        StatusLog::create(run_dir).and_then(|mut log| log.record(&status, false).map(|()| log));
-    let mut log = match opened {
-        Ok(log) => log,
-        Err(e) => {
-            complain!(
-                "rota supervisor: cannot write {}: {e}",
-                run_dir.join(STATUS_FILE).display()
-            );
-            return false;
+/// Reads the daemon's requests, one run id per line, until standard input ends; wakes
+/// the loop with a byte on `wake` after each.
+fn read_requests(requests: &mpsc::Sender<Request>, mut wake: io::PipeWriter) {
+    let mut send = |request| {
+        // The loop is gone only if the supervisor is exiting.
+        if requests.send(request).is_ok() {
+            let _ = wake.write_all(b"r");
         }
     };
-    let recorded = match supervise(run_dir, &mut status, &mut log, started) {
-        Ok(recorded) => recorded,
-        Err(error) => {
-            complain!("rota supervisor: {}: {error}", run_dir.display());
-            status.error = Some(error);
-            status.finished_at = Some(wall_now());
-            log.record(&status, true)
-        }
-    };
-    match recorded {
-        Ok(()) => true,
-        Err(e) => {
-            complain!(
-                "rota supervisor: cannot record the end of the run in {}: {e}",
-                run_dir.join(STATUS_FILE).display()
-            );
-            false
-        }
-    }
-}
-
-/// Starts the command, waits for its end and records it in `log`, returning whether
-/// that record was written. An error is why the command could not be started, for the
-/// operator; nothing is recorded then.
-fn supervise(
-    run_dir: &Path,
-    status: &mut Status,
-    log: &mut StatusLog,
-    started: &dyn Fn(),
-) -> Result<io::Result<()>, String> {
-    let order: SpecFile = match read_json(run_dir, SPEC_FILE) {
-        Ok(Some(order)) => order,
-        Ok(None) => return Err(format!("{} is missing", run_dir.join(SPEC_FILE).display())),
-        Err(e) => return Err(format!("cannot read the run's spec: {e}")),
-    };
-    let output = File::create(run_dir.join(OUTPUT_FILE))
-        .map_err(|e| format!("cannot create {}: {e}", run_dir.join(OUTPUT_FILE).display()))?;
-    let launch = Launch::new(run_dir, &order)?;
-    // One pipe for both stdout and stderr, so that the output keeps the order in which
-    // the command wrote it.
-    let (reader, writer) = io::pipe().map_err(|e| format!("cannot create the output pipe: {e}"))?;
-    // The copy goes on in a thread of its own, started first so that a command never
-    // runs without one. Processes the command started may hold the pipe open after it
-    // exits: closing `abandon` then ends the copy, and the pipe with it.
-    let (abandoned, abandon) =
-        io::pipe().map_err(|e| format!("cannot create the output pipe: {e}"))?;
-    let (copied, copy_done) = mpsc::channel();
-    let bytes_max = order.output_bytes_max;
-    thread::Builder::new()
-        .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || {
-            if let Err(e) = copy_output(reader, output, bytes_max, &abandoned) {
-                complain!("rota supervisor: cannot copy the command's output: {e}");
+    for line in io::stdin().lock().lines() {
+        match line {
+            Ok(line) => match run_of(std::ffi::OsStr::new(line.trim())) {
+                Some(run) => send(Request::Run(run)),
+                None => {
+                    complain!("rota supervisor: ignoring a request that names no run: {line:?}")
+                }
+            },
+            Err(e) => {
+                complain!("rota supervisor: cannot read the daemon's requests: {e}");
+                send(Request::Closed { failed: true });
+                return;
             }
-            let _ = copied.send(());
-        })
-        .map_err(|e| format!("cannot start a thread to copy the command's output: {e}"))?;
-    let spawned = launch.spawn(&writer);
-    // Drop our copy of the pipe's write end, or the copy would never see the end of the
-    // output.
-    drop(writer);
-    let mut child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", launch.program))?;
-    status.child_pid = Some(child.id());
-    status.started_at = Some(wall_now());
-    match log.record(status, true) {
-        Ok(()) => started(),
-        // The run goes on; the daemon learns of it at the end.
-        Err(e) => complain!(
-            "rota supervisor: {}: cannot record the start of the run: {e}",
-            run_dir.display()
-        ),
-    }
-
-    let end = wait_without_reaping(&mut child);
-    if copy_done
-        .recv_timeout(Duration::from_millis(OUTPUT_DRAIN_AFTER_EXIT_MS))
-        .is_err()
-    {
-        complain!(
-            "rota supervisor: {}: processes the command left behind still hold its output \
-             open; their output after its exit is not kept, and their pipe is closed",
-            run_dir.display()
-        );
-    }
-    drop(abandon);
-    status.finished_at = Some(wall_now());
-    match end {
-        Ok(End::Code(code)) => status.exit_code = Some(code),
-        Ok(End::Signal(signal)) => status.signal = Some(signal),
-        Err(e) => {
-            let error = format!("cannot wait for the command: {e}");
-            complain!("rota supervisor: {error}");
-            status.error = Some(error);
         }
     }
-    // The final status must be on disk before the command is reaped: until then its
-    // process group id cannot be reused, so a daemon that signals the group while the
-    // status says the command is running can only reach the command's own processes.
-    let recorded = log.record(status, true);
-    let _ = child.wait();
-    Ok(recorded)
+    send(Request::Closed { failed: false });
 }
 
-/// How to start the command of a run.
-struct Launch<'a> {
-    /// The program, as the job names it: argument zero.
-    program: &'a str,
-    /// Its arguments.
-    args: &'a [String],
-    /// Where it is.
-    path: PathBuf,
-    /// The environment it starts with.
-    env: Vec<(String, OsString)>,
-    /// Its working directory.
-    cwd: PathBuf,
+/// The event loop and the runs it watches.
+struct Supervisor<'a> {
+    runs_dir: &'a Path,
+    epoll: Epoll,
+    /// Requests from the reader of standard input, which writes a byte to `wake` after
+    /// each.
+    requests: mpsc::Receiver<Request>,
+    wake: io::PipeReader,
+    /// Whether more requests may come.
+    taking: bool,
+    /// Whether standard input could be read to its end.
+    requests_read: bool,
+    runs: HashMap<u64, Running>,
+    next_key: u64,
+    /// Where written status lines go, to be made durable.
+    written: mpsc::Sender<Written>,
+    buf: Vec<u8>,
 }
 
-impl<'a> Launch<'a> {
-    fn new(run_dir: &Path, order: &'a SpecFile) -> Result<Self, String> {
-        let ExecutorSpec::Process(process) = &*order.spec.executor else {
-            return Err("the run is not for the process executor".into());
-        };
-        let Some((program, args)) = process.command.split_first() else {
-            return Err("the job's command is empty".into());
-        };
-        let cwd = match &process.cwd {
-            // `join` keeps an absolute `cwd` as it is.
-            Some(cwd) => run_dir.join(cwd),
-            None => run_dir.to_path_buf(),
-        };
-        if !cwd.is_dir() {
-            return Err(format!(
-                "the working directory {} is not a directory",
-                cwd.display()
-            ));
-        }
-        let mut env = base_env();
-        env.extend(process.env.iter().map(|(k, v)| (k.clone(), v.into())));
-        env.extend(
-            run_env(&order.spec, order.host)
-                .into_iter()
-                .map(|(k, v)| (k, v.into())),
-        );
-        // The last value of a name counts, as in `Command::envs`.
-        let path = env
-            .iter()
-            .rev()
-            .find(|(name, _)| name == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        Ok(Self {
-            program,
-            args,
-            path: find_program(program, &path, &cwd),
-            env,
-            cwd,
-        })
-    }
-
-    /// Starts the command with its output to `output`. A file the kernel cannot
-    /// execute (a script without a `#!` line) is run by `/bin/sh`, as `execvp` does.
-    fn spawn(&self, output: &io::PipeWriter) -> io::Result<Child> {
-        match self.command(false, output)?.spawn() {
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
-                self.command(true, output)?.spawn()
-            }
-            spawned => spawned,
-        }
-    }
-
-    /// The command, or with `by_shell` the shell running the program as a script.
-    fn command(&self, by_shell: bool, output: &io::PipeWriter) -> io::Result<Command> {
-        let mut command;
-        if by_shell {
-            command = Command::new(SHELL);
-            command.arg(&self.path);
-        } else {
-            command = Command::new(&self.path);
-            command.arg0(self.program);
-        }
-        command
-            .args(self.args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output.try_clone()?)
-            // Its own process group: the daemon signals it, and everything it started,
-            // without signalling the supervisor.
-            .process_group(0);
-        Ok(command)
-    }
-}
-
-/// Where `program` is, searched as `execvp` does in the directories of `path` (relative
-/// ones, and an empty one, from `cwd`) when it names no directory; as it is when it does,
-/// or when no executable file of that name is found (the start then fails as it would
-/// have, naming it).
-///
-/// Starting a command by its path lets the standard library start it with
-/// `posix_spawn`, which shares the supervisor's memory until the command executes,
-/// rather than with `fork`, which copies the supervisor's page tables (of every thread's
-/// stack) and runs one at a time in the whole process.
-fn find_program(program: &str, path: &OsStr, cwd: &Path) -> PathBuf {
-    if program.contains('/') {
-        return PathBuf::from(program);
-    }
-    std::env::split_paths(path)
-        .map(|dir| cwd.join(dir).join(program))
-        .find(|candidate| {
-            candidate.metadata().is_ok_and(|m| m.is_file())
-                && access(candidate, AccessFlags::X_OK).is_ok()
-        })
-        .unwrap_or_else(|| PathBuf::from(program))
-}
-
-/// The environment every command starts from.
-fn base_env() -> Vec<(String, OsString)> {
-    let mut env = vec![(
-        "PATH".to_owned(),
-        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-    )];
-    for name in ["HOME", "LANG"] {
-        if let Some(value) = std::env::var_os(name) {
-            env.push((name.to_owned(), value));
-        }
-    }
-    env
+/// A run whose command has started and whose end is not yet written.
+struct Running {
+    run: RunId,
+    dir: PathBuf,
+    status: Status,
+    log: StatusLog,
+    child: Child,
+    /// Readable once the command has exited; none once that is seen.
+    exit: Option<OwnedFd>,
+    /// How the command ended, once it has.
+    end: Option<io::Result<End>>,
+    /// The copy of its output, until the pipe ends or is let go of.
+    output: Option<OutputCopy>,
+    /// When the output is let go of, if the command has exited and its pipe is still open.
+    output_until: Option<Instant>,
 }
 
 /// How the command ended.
@@ -441,212 +218,358 @@ enum End {
     Signal(String),
 }
 
-/// Waits for the command to end, leaving it a zombie (its pid and process group id
-/// still taken) until the caller reaps it.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-fn wait_without_reaping(child: &mut Child) -> io::Result<End> {
-    use nix::errno::Errno;
-    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-    use nix::unistd::Pid;
+impl<'a> Supervisor<'a> {
+    fn new(runs_dir: &'a Path, written: mpsc::Sender<Written>) -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let (wake, waker) = io::pipe()?;
+        fcntl(&wake, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_REQUESTS))?;
+        let (sender, requests) = mpsc::channel();
+        // Detached: it blocks on standard input until the daemon closes it, and must not
+        // keep the supervisor from exiting if the loop fails first.
+        thread::Builder::new()
+            .name("rota requests".to_owned())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || read_requests(&sender, waker))?;
+        Ok(Supervisor {
+            runs_dir,
+            epoll,
+            requests,
+            wake,
+            taking: true,
+            requests_read: true,
+            runs: HashMap::new(),
+            // Key 0 would make a token equal to `TOKEN_REQUESTS`.
+            next_key: 1,
+            written,
+            buf: vec![0; OUTPUT_CHUNK_BYTES],
+        })
+    }
 
+    /// Runs the loop until no more requests may come and every run has ended; whether
+    /// standard input was read to its end. An error is one of `epoll`'s: the loop cannot
+    /// go on.
+    fn run(mut self) -> io::Result<bool> {
+        let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT_MAX];
+        while self.taking || !self.runs.is_empty() {
+            let timeout = self.timeout(Instant::now());
+            let ready = match self.epoll.wait(&mut events, timeout) {
+                Ok(ready) => ready,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(io::Error::other(format!("cannot wait for events: {e}"))),
+            };
+            for event in &events[..ready] {
+                let key = event.data() >> TOKEN_KIND_BITS;
+                match event.data() & ((1 << TOKEN_KIND_BITS) - 1) {
+                    TOKEN_REQUESTS => self.take_requests(),
+                    TOKEN_EXIT => self.exited(key),
+                    _ => self.output(key),
+                }
+            }
+            self.let_go_of_lingering_output(Instant::now());
+        }
+        Ok(self.requests_read)
+    }
+
+    /// How long the loop may wait: until the next output to let go of.
+    fn timeout(&self, now: Instant) -> EpollTimeout {
+        self.runs
+            .values()
+            .filter_map(|r| r.output_until)
+            .min()
+            .map_or(EpollTimeout::NONE, |until| {
+                // Rounded up, so that the loop does not wake just before it.
+                let ms = until
+                    .saturating_duration_since(now)
+                    .as_micros()
+                    .div_ceil(1_000);
+                EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+            })
+    }
+
+    fn take_requests(&mut self) {
+        // Drain the wake-ups, then take every request sent so far.
+        while matches!(self.wake.read(&mut self.buf), Ok(n) if n > 0) {}
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Run(run) => self.start(run),
+                Request::Closed { failed } => {
+                    self.taking = false;
+                    self.requests_read &= !failed;
+                    let _ = self.epoll.delete(&self.wake);
+                }
+            }
+        }
+    }
+
+    /// Starts `run`: writes its first status lines and its command, or why it could not.
+    fn start(&mut self, run: RunId) {
+        let dir = run_dir::run_dir(self.runs_dir, run);
+        let mut status = Status {
+            pid: std::process::id(),
+            ..Status::default()
+        };
+        // First thing: say who supervises the run, so the daemon can tell later whether
+        // its supervisor lives. Not synced: a crash of the machine ends us too, and a
+        // status holding only our pid says what no status says, that the command never
+        // started.
+        let opened = StatusLog::create(&dir).and_then(|mut log| log.write(&status).map(|()| log));
+        let mut log = match opened {
+            Ok(log) => log,
+            Err(e) => {
+                self.record(Written {
+                    run,
+                    dir,
+                    file: Err(e),
+                    step: Step::Ended(None),
+                });
+                return;
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let (child, output) = match self.launch(&dir, key) {
+            Ok(launched) => launched,
+            Err(error) => {
+                complain!("rota supervisor: {}: {error}", dir.display());
+                status.error = Some(error);
+                status.finished_at = Some(wall_now());
+                let file = log.write(&status).map(|()| log.into_file());
+                self.record(Written {
+                    run,
+                    dir,
+                    file,
+                    step: Step::Ended(None),
+                });
+                return;
+            }
+        };
+        status.child_pid = Some(child.id());
+        status.started_at = Some(wall_now());
+        let file = log.write(&status).and_then(|()| log.file());
+        self.record(Written {
+            run,
+            dir: dir.clone(),
+            file,
+            step: Step::Started,
+        });
+        let mut running = Running {
+            run,
+            dir,
+            status,
+            log,
+            child,
+            exit: None,
+            end: None,
+            output: Some(output),
+            output_until: None,
+        };
+        match self.watch_exit(&running.child, key) {
+            Ok(exit) => running.exit = Some(exit),
+            Err(e) => {
+                // Unwatched, its end would never be recorded: end it now instead.
+                let error = format!("cannot watch the command, so it was killed: {e}");
+                complain!("rota supervisor: {}: {error}", running.dir.display());
+                running.status.error = Some(error);
+                if let Ok(group) = i32::try_from(running.child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        Pid::from_raw(group),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                running.end = Some(wait_for_end(&running.child, WaitPidFlag::empty()));
+                running.output_until = Some(Instant::now() + OUTPUT_DRAIN_AFTER_EXIT);
+            }
+        }
+        self.runs.insert(key, running);
+    }
+
+    /// Starts the run's command with its output going to a pipe that the loop watches
+    /// under `key` from before the command starts.
+    fn launch(&self, dir: &Path, key: u64) -> Result<(Child, OutputCopy), String> {
+        let order: SpecFile = match read_json(dir, SPEC_FILE) {
+            Ok(Some(order)) => order,
+            Ok(None) => return Err(format!("{} is missing", dir.join(SPEC_FILE).display())),
+            Err(e) => return Err(format!("cannot read the run's spec: {e}")),
+        };
+        let output = File::create(dir.join(OUTPUT_FILE))
+            .map_err(|e| format!("cannot create {}: {e}", dir.join(OUTPUT_FILE).display()))?;
+        let launch = Launch::new(dir, &order)?;
+        // One pipe for both stdout and stderr, so that the output keeps the order in
+        // which the command wrote it.
+        let pipe_error = |e: &dyn std::fmt::Display| format!("cannot create the output pipe: {e}");
+        let (reader, writer) = io::pipe().map_err(|e| pipe_error(&e))?;
+        fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| pipe_error(&e))?;
+        self.epoll
+            .add(
+                &reader,
+                EpollEvent::new(EpollFlags::EPOLLIN, token(key, TOKEN_OUTPUT)),
+            )
+            .map_err(|e| pipe_error(&e))?;
+        let spawned = launch.spawn(&writer);
+        // Drop our copy of the pipe's write end, or the copy would never see the end of
+        // the output.
+        drop(writer);
+        match spawned {
+            Ok(child) => Ok((
+                child,
+                OutputCopy::new(reader, output, order.output_bytes_max),
+            )),
+            Err(e) => {
+                let _ = self.epoll.delete(&reader);
+                Err(format!("cannot execute `{}`: {e}", launch.program))
+            }
+        }
+    }
+
+    /// A pidfd of `child`, watched under `key`.
+    fn watch_exit(&self, child: &Child, key: u64) -> io::Result<OwnedFd> {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(child),
+            rustix::process::PidfdFlags::empty(),
+        )?;
+        self.epoll.add(
+            &pidfd,
+            EpollEvent::new(EpollFlags::EPOLLIN, token(key, TOKEN_EXIT)),
+        )?;
+        Ok(pidfd)
+    }
+
+    /// The command of the run under `key` may have exited.
+    fn exited(&mut self, key: u64) {
+        let Some(running) = self.runs.get_mut(&key) else {
+            return;
+        };
+        let end = wait_for_end(&running.child, WaitPidFlag::WNOHANG);
+        if matches!(&end, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            return;
+        }
+        if let Some(exit) = running.exit.take() {
+            let _ = self.epoll.delete(&exit);
+        }
+        running.end = Some(end);
+        if running.output.is_none() {
+            self.finish(key);
+        } else {
+            running.output_until = Some(Instant::now() + OUTPUT_DRAIN_AFTER_EXIT);
+        }
+    }
+
+    /// The output pipe of the run under `key` can be read.
+    fn output(&mut self, key: u64) {
+        let Some(running) = self.runs.get_mut(&key) else {
+            return;
+        };
+        let Some(copy) = running.output.as_mut() else {
+            return;
+        };
+        match copy.pump(&mut self.buf) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => complain!(
+                "rota supervisor: {}: cannot read the command's output: {e}",
+                running.dir.display()
+            ),
+        }
+        self.let_go_of_output(key);
+        if self.runs.get(&key).is_some_and(|r| r.end.is_some()) {
+            self.finish(key);
+        }
+    }
+
+    /// Stops copying the output of the run under `key`, closing the pipe.
+    fn let_go_of_output(&mut self, key: u64) {
+        let Some(running) = self.runs.get_mut(&key) else {
+            return;
+        };
+        if let Some(copy) = running.output.take() {
+            let _ = self.epoll.delete(&copy.pipe);
+            if let Some(e) = copy.into_write_error() {
+                complain!(
+                    "rota supervisor: cannot copy the command's output to {}: {e}",
+                    running.dir.join(OUTPUT_FILE).display()
+                );
+            }
+        }
+    }
+
+    /// Ends the runs whose commands exited more than the drain period ago while
+    /// processes they left behind still hold their output open.
+    fn let_go_of_lingering_output(&mut self, now: Instant) {
+        let lingering: Vec<u64> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.output_until.is_some_and(|until| until <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in lingering {
+            if let Some(running) = self.runs.get(&key).filter(|r| r.output.is_some()) {
+                complain!(
+                    "rota supervisor: {}: processes the command left behind still hold its \
+                     output open; their output after its exit is not kept, and their pipe \
+                     is closed",
+                    running.dir.display()
+                );
+            }
+            self.let_go_of_output(key);
+            self.finish(key);
+        }
+    }
+
+    /// Writes the end of the run under `key`, whose command has exited and whose output
+    /// is over, and hands it to the recorder.
+    fn finish(&mut self, key: u64) {
+        let Some(mut running) = self.runs.remove(&key) else {
+            return;
+        };
+        let status = &mut running.status;
+        status.finished_at = Some(wall_now());
+        match running.end {
+            Some(Ok(End::Code(code))) => status.exit_code = Some(code),
+            Some(Ok(End::Signal(signal))) => status.signal = Some(signal),
+            Some(Err(e)) => {
+                let error = format!("cannot wait for the command: {e}");
+                complain!("rota supervisor: {}: {error}", running.dir.display());
+                status.error.get_or_insert(error);
+            }
+            None => {}
+        }
+        let file = running
+            .log
+            .write(&running.status)
+            .map(|()| running.log.into_file());
+        self.record(Written {
+            run: running.run,
+            dir: running.dir,
+            file,
+            step: Step::Ended(Some(running.child)),
+        });
+    }
+
+    fn record(&self, written: Written) {
+        if self.written.send(written).is_err() {
+            complain!("rota supervisor: the recorder is gone; a status line is not made durable");
+        }
+    }
+}
+
+/// How `child` ended, leaving it a zombie (its pid and process group id still taken)
+/// until the recorder reaps it; with `WNOHANG`, `WouldBlock` while it runs.
+fn wait_for_end(child: &Child, flags: WaitPidFlag) -> io::Result<End> {
     let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
     loop {
         match waitid(
             Id::Pid(Pid::from_raw(pid)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | flags,
         ) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(End::Code(code)),
             Ok(WaitStatus::Signaled(_, signal, _)) => {
                 return Ok(End::Signal(signal.as_str().to_owned()));
             }
+            Ok(WaitStatus::StillAlive) => return Err(io::ErrorKind::WouldBlock.into()),
             // Only an end was asked for; anything else is spurious.
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-/// Waits for the command to end (reaping it: where `waitid` is missing, a daemon's
-/// signal may race with the reuse of the process group id).
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn wait_without_reaping(child: &mut Child) -> io::Result<End> {
-    use std::os::unix::process::ExitStatusExt;
-
-    let status = child.wait()?;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Ok(End::Code(code)),
-        (None, Some(signal)) => Ok(End::Signal(
-            nix::sys::signal::Signal::try_from(signal)
-                .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned()),
-        )),
-        (None, None) => Err(io::Error::other("the command ended in an unknown way")),
-    }
-}
-
-/// Copies the command's output from `pipe` to `output`, keeping at most `bytes_max`
-/// bytes and then one line saying so. It reads the pipe to its end whatever it keeps,
-/// so that the command never blocks on a full pipe or dies of a closed one; or until
-/// the write end of `abandoned` is closed.
-fn copy_output(
-    mut pipe: io::PipeReader,
-    mut output: File,
-    bytes_max: u64,
-    abandoned: &io::PipeReader,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
-    let mut kept: u64 = 0;
-    let mut last_byte = b'\n';
-    let mut keeping = true;
-    let mut write_error = None;
-    loop {
-        if !readable_unless_abandoned(&pipe, abandoned)? {
-            break;
-        }
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if !keeping {
-            continue;
-        }
-        let room = usize::try_from(bytes_max.saturating_sub(kept)).unwrap_or(usize::MAX);
-        let take = n.min(room);
-        let written = output.write_all(&buf[..take]).and_then(|()| {
-            if take < n {
-                let separator = if take > 0 { buf[take - 1] } else { last_byte };
-                let separator = if separator == b'\n' { "" } else { "\n" };
-                writeln!(
-                    output,
-                    "{separator}[rota: output truncated after {bytes_max} bytes]"
-                )
-            } else {
-                Ok(())
-            }
-        });
-        kept = kept.saturating_add(take as u64);
-        if take > 0 {
-            last_byte = buf[take - 1];
-        }
-        match written {
-            Ok(()) => keeping = take == n,
-            Err(e) => {
-                // Keep draining the pipe: a full disk must not block the command.
-                keeping = false;
-                write_error = Some(e);
-            }
-        }
-    }
-    match write_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// Waits until `pipe` can be read (or has ended) or the write end of `abandoned` is
-/// closed; whether `pipe` can be read.
-fn readable_unless_abandoned(
-    pipe: &io::PipeReader,
-    abandoned: &io::PipeReader,
-) -> io::Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-
-    loop {
-        let mut fds = [
-            PollFd::new(abandoned.as_fd(), PollFlags::POLLIN),
-            PollFd::new(pipe.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        if ready(&fds[0]) {
-            return Ok(false);
-        }
-        if ready(&fds[1]) {
-            return Ok(true);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn copied(input: &[u8], bytes_max: u64) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(OUTPUT_FILE);
-        let (reader, mut writer) = io::pipe().unwrap();
-        let input = input.to_vec();
-        let feeder = thread::spawn(move || writer.write_all(&input).unwrap());
-        let (abandoned, _abandon) = io::pipe().unwrap();
-        copy_output(reader, File::create(&path).unwrap(), bytes_max, &abandoned).unwrap();
-        feeder.join().unwrap();
-        std::fs::read_to_string(path).unwrap()
-    }
-
-    #[test]
-    fn output_within_the_bound_is_kept_whole() {
-        assert_eq!(copied(b"one\ntwo\n", 8), "one\ntwo\n");
-    }
-
-    #[test]
-    fn output_beyond_the_bound_ends_with_one_marker_line() {
-        assert_eq!(
-            copied(b"one\ntwo\nthree\n", 6),
-            "one\ntw\n[rota: output truncated after 6 bytes]\n"
-        );
-        assert_eq!(
-            copied(b"one\ntwo\n", 4),
-            "one\n[rota: output truncated after 4 bytes]\n"
-        );
-        assert_eq!(copied(b"x", 0), "[rota: output truncated after 0 bytes]\n");
-    }
-
-    #[test]
-    fn a_program_is_found_in_the_path_as_execvp_finds_it() {
-        let root = tempfile::tempdir().unwrap();
-        let (first, second) = (root.path().join("first"), root.path().join("second"));
-        for dir in [&first, &second] {
-            std::fs::create_dir(dir).unwrap();
-        }
-        let write = |path: PathBuf, mode: u32| {
-            std::fs::write(&path, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        };
-        // Not executable in the first directory: skipped.
-        write(first.join("job"), 0o644);
-        write(second.join("job"), 0o755);
-        let path = std::env::join_paths([&first, &second]).unwrap();
-        assert_eq!(find_program("job", &path, root.path()), second.join("job"));
-        // A relative directory of the PATH counts from the working directory.
-        assert_eq!(
-            find_program("job", OsStr::new("second"), root.path()),
-            second.join("job")
-        );
-        // Named with a directory, or found nowhere: as it is.
-        assert_eq!(
-            find_program("./job", &path, root.path()),
-            PathBuf::from("./job")
-        );
-        assert_eq!(
-            find_program("missing", &path, root.path()),
-            PathBuf::from("missing")
-        );
-    }
-
-    #[test]
-    fn the_environment_starts_with_a_path() {
-        let env = base_env();
-        assert_eq!(env[0].0, "PATH");
-        assert!(
-            env.iter()
-                .all(|(name, _)| ["PATH", "HOME", "LANG"].contains(&name.as_str()))
-        );
     }
 }
