@@ -1,7 +1,8 @@
 //! The supervisor's recorder: a thread that makes the status lines the event loop wrote
 //! durable, then tells the daemon which runs have news and reaps the commands that
 //! ended. When several lines wait, one `syncfs` of the runs directory's file system
-//! covers them all, where each would otherwise cost a sync of its own.
+//! covers them all, where each would otherwise cost a sync of its own; under load, syncs
+//! are spaced so that several lines do wait.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -9,6 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rota_core::run::RunId;
 
@@ -22,6 +24,13 @@ pub(in crate::executor::process) const LOST: &str = "lost";
 /// The most lines made durable by one sync, so that the daemon hears of the first of a
 /// long queue without waiting for the last.
 const LINES_PER_SYNC_MAX: usize = 1_024;
+
+/// The least time between two syncs. A line that comes after a quiet spell is synced at
+/// once; one that comes sooner waits for the rest of this time, and the lines that come
+/// meanwhile are synced with it. On a virtual machine each sync costs exits to the host,
+/// several of them for a line synced alone (its data, its inode, its directory, the
+/// flush).
+const SYNC_INTERVAL_MIN: Duration = Duration::from_millis(5);
 
 /// A status line the event loop appended to a run's `status.jsonl`, not yet durable.
 pub(super) struct Written {
@@ -59,7 +68,12 @@ pub(super) fn record(runs_dir: &Path, written: &mpsc::Receiver<Written>) -> bool
     let mut entries_synced = HashSet::new();
     let mut every_end_recorded = true;
     let mut news = String::new();
+    let mut last_sync: Option<Instant> = None;
     while let Ok(first) = written.recv() {
+        if let Some(next) = last_sync.map(|last| last + SYNC_INTERVAL_MIN) {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        last_sync = Some(Instant::now());
         let mut batch = vec![first];
         batch.extend(written.try_iter().take(LINES_PER_SYNC_MAX - 1));
         let files = batch.iter().filter(|w| w.file.is_ok()).count();
