@@ -6,9 +6,10 @@
 //! cargo bench -p rota-tests --bench cluster -- throughput    # runs/s held for 60 s
 //! cargo bench -p rota-tests --bench cluster -- memory        # RSS of a voter with 100,000 jobs
 //! cargo bench -p rota-tests --bench cluster -- docker        # container start: rota against `docker run`
+//! cargo bench -p rota-tests --bench cluster -- command       # the CPU of `true` alone, without rota
 //! ```
-//! `ROTA_BENCH_TRIES`, `ROTA_BENCH_RATES` (comma-separated runs/s), `ROTA_BENCH_SECONDS`
-//! and `ROTA_BENCH_JOBS` change the sizes.
+//! `ROTA_BENCH_TRIES`, `ROTA_BENCH_RATES` (comma-separated runs/s), `ROTA_BENCH_SECONDS`,
+//! `ROTA_BENCH_JOBS` and `ROTA_BENCH_RUNS` change the sizes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -51,6 +52,65 @@ fn main() {
     if wants("docker") {
         docker_start();
     }
+    if wants("command") {
+        command_alone();
+    }
+}
+
+/// The CPU time of `true` itself, started one at a time by this process with no rota
+/// involved: the floor under the throughput bench, whose runs all run `true`.
+fn command_alone() {
+    let runs: u32 = env_or("ROTA_BENCH_RUNS", 3_000);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let ticks_per_sec: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let (children_before, own_before) = cpu_secs(ticks_per_sec);
+    let started = Instant::now();
+    for _ in 0..runs {
+        let status = std::process::Command::new("true")
+            .status()
+            .expect("`true` starts");
+        assert!(status.success());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (children_after, own_after) = cpu_secs(ticks_per_sec);
+    let per_run_ms = |secs: f64| secs * 1_000.0 / f64::from(runs);
+    let command_ms = per_run_ms(children_after - children_before);
+    println!("\n`true` started {runs} times, one at a time, without rota");
+    println!(
+        "| runs/s, one at a time | CPU of `true` per run | CPU of the starter per run | `true` alone at 1,000 runs/s |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {:.0} | {command_ms:.3} ms | {:.3} ms | {:.0} % of {cores} cores |",
+        f64::from(runs) / wall,
+        per_run_ms(own_after - own_before),
+        // At 1,000 runs/s, the runs' milliseconds of CPU per second, against the cores'.
+        command_ms / cores as f64 * 100.0
+    );
+}
+
+/// The CPU time, in seconds, of this process's reaped children and of itself, from
+/// `/proc/self/stat` (`cutime` + `cstime`, `utime` + `stime`).
+fn cpu_secs(ticks_per_sec: f64) -> (f64, f64) {
+    let stat = fs::read_to_string("/proc/self/stat").expect("/proc/self/stat is readable");
+    // After the command name in parentheses, the fields start at the third.
+    let fields: Vec<f64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let (utime, stime, cutime, cstime) = (fields[11], fields[12], fields[13], fields[14]);
+    (
+        (cutime + cstime) / ticks_per_sec,
+        (utime + stime) / ticks_per_sec,
+    )
 }
 
 /// Lines `scheduled started` (seconds since the epoch) written by the runs.
