@@ -35,7 +35,7 @@ mod run_dir;
 mod supervisor;
 mod watch;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -127,8 +127,10 @@ struct Shared {
     /// The runs being watched by this daemon.
     runs: Mutex<BTreeMap<RunId, Arc<RunHandle>>>,
     /// This executor's run directories, oldest first: listed once at recovery, then
-    /// added at each launch, so that removing the oldest needs no listing of them all.
-    dirs: Mutex<BTreeSet<RunId>>,
+    /// added at each launch, so that removing the oldest needs no listing of them all;
+    /// each with whether this daemon's watch saw its run end, so that removing it needs
+    /// no look at its status.
+    dirs: Mutex<BTreeMap<RunId, bool>>,
     /// Held while old run directories are removed, one removal at a time.
     pruning: Mutex<()>,
     /// The host's supervisor, once this daemon has started one.
@@ -201,7 +203,7 @@ impl ProcessExecutor {
                 host,
                 events,
                 runs: Mutex::new(BTreeMap::new()),
-                dirs: Mutex::new(BTreeSet::new()),
+                dirs: Mutex::new(BTreeMap::new()),
                 pruning: Mutex::new(()),
                 resident: Mutex::new(None),
                 tokio,
@@ -260,7 +262,7 @@ impl Shared {
         self.runs().remove(&run);
     }
 
-    fn dirs(&self) -> MutexGuard<'_, BTreeSet<RunId>> {
+    fn dirs(&self) -> MutexGuard<'_, BTreeMap<RunId, bool>> {
         self.dirs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -291,10 +293,10 @@ fn launch(shared: &Arc<Shared>, spec: RunSpec, handle: Arc<RunHandle>) {
     // run, in this daemon or a later one, finds it.
     match fs::create_dir(&dir) {
         Ok(()) => {
-            shared.dirs().insert(run);
+            shared.dirs().insert(run, false);
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            shared.dirs().insert(run);
+            shared.dirs().entry(run).or_insert(false);
             recovery::resume(shared, run, handle);
             return;
         }

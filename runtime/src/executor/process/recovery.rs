@@ -53,7 +53,7 @@ fn read_spec(dir: &Path) -> Option<SpecFile> {
 pub(super) fn recover(shared: &Arc<Shared>) -> Vec<ExecutorEvent> {
     let mut events = Vec::new();
     let found = run_ids(&shared.config.runs_dir);
-    shared.dirs().extend(found.iter().copied());
+    shared.dirs().extend(found.iter().map(|run| (*run, false)));
     for run in found {
         // A run this daemon already watches reports for itself.
         let Some(handle) = shared.register(run) else {
@@ -168,7 +168,8 @@ fn run_ids(runs_dir: &Path) -> Vec<RunId> {
 }
 
 /// Removes the oldest run directories beyond `runs_kept_max`, only of runs that have
-/// ended (or whose supervisor is gone) and that no watch follows. It goes by the
+/// ended (as a watch saw, or as their status says, or whose supervisor is gone) and that
+/// no watch follows. It goes by the
 /// executor's own record of its directories, not by listing them, so that the end of
 /// each run costs a look at the oldest few only.
 pub(super) fn prune(shared: &Shared) {
@@ -181,10 +182,14 @@ pub(super) fn prune(shared: &Shared) {
         let dirs = shared.dirs();
         let excess = dirs.len().saturating_sub(shared.config.runs_kept_max);
         // Watched runs are skipped, so look at that many more.
-        let oldest: Vec<RunId> = dirs.iter().copied().take(excess + watched.len()).collect();
+        let oldest: Vec<(RunId, bool)> = dirs
+            .iter()
+            .map(|(run, seen_ended)| (*run, *seen_ended))
+            .take(excess + watched.len())
+            .collect();
         (excess, oldest)
     };
-    for run in oldest {
+    for (run, seen_ended) in oldest {
         if excess == 0 {
             break;
         }
@@ -192,10 +197,11 @@ pub(super) fn prune(shared: &Shared) {
             continue;
         }
         let dir = shared.run_dir(run);
-        let ended = match watch::read_status(&dir) {
-            Some(status) => status.is_final() || !watch::supervisor_alive(status.pid, &dir),
-            None => true,
-        };
+        let ended = seen_ended
+            || match watch::read_status(&dir) {
+                Some(status) => status.is_final() || !watch::supervisor_alive(status.pid, &dir),
+                None => true,
+            };
         if !ended {
             continue;
         }

@@ -159,6 +159,9 @@ pub(super) async fn watch(
     };
     shared.unregister(run);
     shared.send(end);
+    if let Some(seen_ended) = shared.dirs().get_mut(&run) {
+        *seen_ended = true;
+    }
     let shared = Arc::clone(shared);
     let _ = tokio::task::spawn_blocking(move || super::recovery::prune(&shared)).await;
 }
