@@ -690,6 +690,18 @@ async fn many_runs_at_once_share_the_supervisors_few_threads_and_all_end_recorde
     }
 }
 
+#[tokio::test]
+async fn a_command_killed_by_a_signal_without_a_name_is_reported_by_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut events) = unbounded_channel();
+    let executor = ProcessExecutor::new(config(dir.path()), HOST, tx).unwrap();
+    // Signal 40 is a real-time signal, which kills by default and has no name.
+    executor.start(spec(140, &sh("kill -s 40 $$; sleep 5"), &[]));
+    let (exit_code, reason, detail) = started_then_exited(&mut events, RunId(140)).await;
+    assert_eq!((exit_code, reason), (None, None));
+    assert_eq!(detail.as_deref(), Some("killed by signal 40"));
+}
+
 /// A run held until released, started by a fresh executor.
 struct Held {
     /// The executor, until the test drops it.

@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rota_core::host::HostId;
 use rota_core::run::{Reason, RunId, RunSpec};
@@ -136,7 +137,7 @@ pub(super) fn write_json_unsynced<T: Serialize>(
 /// The supervisor's pen on `status.jsonl`.
 #[derive(Debug)]
 pub(super) struct StatusLog {
-    file: File,
+    file: Arc<File>,
 }
 
 impl StatusLog {
@@ -146,7 +147,9 @@ impl StatusLog {
             .create(true)
             .append(true)
             .open(dir.join(STATUS_FILE))?;
-        Ok(StatusLog { file })
+        Ok(StatusLog {
+            file: Arc::new(file),
+        })
     }
 
     /// Appends `status` as one line, in one write: a reader sees the line whole, or
@@ -155,17 +158,12 @@ impl StatusLog {
     pub fn write(&mut self, status: &Status) -> io::Result<()> {
         let mut line = serde_json::to_vec(status).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)
+        (&*self.file).write_all(&line)
     }
 
-    /// The file, to sync while the log goes on.
-    pub fn file(&self) -> io::Result<File> {
-        self.file.try_clone()
-    }
-
-    /// The file, to sync once the log is over.
-    pub fn into_file(self) -> File {
-        self.file
+    /// The file, to sync.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 }
 

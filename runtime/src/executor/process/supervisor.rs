@@ -16,16 +16,17 @@
 //! handler, which nix only offers through `unsafe`.)
 //!
 //! The supervisor has three threads, however many runs it has:
-//! - an event loop, which starts each command and waits on all of them at once (`epoll`
-//!   over each command's pidfd and output pipe), copying output and writing each status
-//!   line as it comes;
-//! - the recorder (`recorder.rs`), which makes those lines durable, several with one
-//!   sync when several wait, and only then tells the daemon and reaps ended commands;
-//! - a reader of the daemon's requests, which blocks on standard input.
+//! - the launcher, which reads the daemon's requests and starts each run's command;
+//! - an event loop, which waits on every started command at once (`epoll` over each
+//!   command's pidfd and output pipe), copying output and writing each end as it comes;
+//! - the recorder (`recorder.rs`), which makes the status lines durable, several with one
+//!   sync when several wait, reaps the ended commands, and then tells the daemon.
 //!
-//! Linux only: it needs pidfds (Linux 5.3).
+//! A launch that blocks (a working directory on a dead network mount) holds up the
+//! launches after it, never the ends of the runs already started. Linux only; without
+//! pidfds (before Linux 5.3) the loop polls for each command's end instead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::OwnedFd;
@@ -38,9 +39,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rota_core::run::RunId;
+use rustix::process::{WaitId, WaitIdOptions, waitid};
 
 use self::launch::Launch;
 use self::output::OutputCopy;
@@ -72,6 +74,9 @@ const OUTPUT_DRAIN_AFTER_EXIT: Duration = Duration::from_millis(2_000);
 /// The size of one read from an output pipe.
 const OUTPUT_CHUNK_BYTES: usize = 8 * 1024;
 
+/// How often the loop looks for the end of a command it has no pidfd of.
+const UNWATCHED_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The most events taken from `epoll` at once.
 const EVENTS_PER_WAIT_MAX: usize = 256;
 
@@ -80,7 +85,8 @@ const EVENTS_PER_WAIT_MAX: usize = 256;
 const THREAD_STACK_BYTES: usize = 128 * 1024;
 
 /// What an event is about, in the low bits of its `epoll` token; the rest is the run's
-/// key in the loop.
+/// key in the loop. Keys are never reused, so an event of a run that has ended finds
+/// no run.
 const TOKEN_KIND_BITS: u32 = 2;
 /// The daemon has sent requests.
 const TOKEN_REQUESTS: u64 = 0;
@@ -96,7 +102,9 @@ fn token(key: u64, kind: u64) -> u64 {
 /// Supervises the runs of `runs_dir` that the daemon names on standard input, each to
 /// its end: the body of the binary `rota-supervisor <runs dir>` and of the hidden
 /// subcommand `rota __supervise <runs dir>`, one of which the daemon's process executor
-/// starts. It returns once its input has closed and every run it took has ended.
+/// starts. It returns once its input has closed and every run it took has ended; or,
+/// should its event loop fail, once it has killed the commands it watched and told the
+/// daemon their runs are lost.
 ///
 /// A command's environment is clean, not the daemon's: `PATH` (the daemon's, or
 /// `/usr/local/bin:/usr/bin:/bin`), `HOME` and `LANG` when the daemon has them, then
@@ -124,13 +132,13 @@ pub fn supervise_main(runs_dir: &Path) -> ExitCode {
                 return false;
             }
         };
-        let looped = Supervisor::new(runs_dir, written).and_then(Supervisor::run);
+        let looped = Supervisor::new(runs_dir, written).map(Supervisor::run);
         if let Err(e) = &looped {
-            complain!("rota supervisor: {e}; the runs it has are not watched any more");
+            complain!("rota supervisor: cannot start: {e}");
         }
         // The loop has dropped its sender: the recorder ends once it has recorded all.
         let recorded = recorder.join().unwrap_or(false);
-        looped.is_ok_and(|requests_read| requests_read) && recorded
+        looped.unwrap_or(false) && recorded
     });
     if recorded {
         ExitCode::SUCCESS
@@ -139,17 +147,33 @@ pub fn supervise_main(runs_dir: &Path) -> ExitCode {
     }
 }
 
-/// What the reader of standard input hands the loop.
+/// What the launcher hands the loop.
 enum Request {
-    /// Supervise this run.
-    Run(RunId),
+    /// A run whose command has started.
+    Launched(Box<Launched>),
     /// No more runs: standard input has ended, or could not be read (`failed`).
     Closed { failed: bool },
 }
 
-/// Reads the daemon's requests, one run id per line, until standard input ends; wakes
-/// the loop with a byte on `wake` after each.
-fn read_requests(requests: &mpsc::Sender<Request>, mut wake: io::PipeWriter) {
+/// A run whose command the launcher started, for the loop to watch.
+struct Launched {
+    run: RunId,
+    dir: PathBuf,
+    status: Status,
+    log: StatusLog,
+    child: Child,
+    output: OutputCopy,
+}
+
+/// The launcher: reads the daemon's requests, one run id per line, until standard input
+/// ends, and starts each run; hands the started ones to the loop (waking it with a byte
+/// on `wake`), and the lines it wrote to the recorder.
+fn launch_requested(
+    runs_dir: &Path,
+    requests: &mpsc::Sender<Request>,
+    mut wake: io::PipeWriter,
+    written: &mpsc::Sender<Written>,
+) {
     let mut send = |request| {
         // The loop is gone only if the supervisor is exiting.
         if requests.send(request).is_ok() {
@@ -159,9 +183,13 @@ fn read_requests(requests: &mpsc::Sender<Request>, mut wake: io::PipeWriter) {
     for line in io::stdin().lock().lines() {
         match line {
             Ok(line) => match run_of(std::ffi::OsStr::new(line.trim())) {
-                Some(run) => send(Request::Run(run)),
+                Some(run) => {
+                    if let Some(launched) = launch(runs_dir, run, written) {
+                        send(Request::Launched(Box::new(launched)));
+                    }
+                }
                 None => {
-                    complain!("rota supervisor: ignoring a request that names no run: {line:?}")
+                    complain!("rota supervisor: ignoring a request that names no run: {line:?}");
                 }
             },
             Err(e) => {
@@ -174,20 +202,112 @@ fn read_requests(requests: &mpsc::Sender<Request>, mut wake: io::PipeWriter) {
     send(Request::Closed { failed: false });
 }
 
+/// Starts `run`: writes its first status lines and starts its command; the run, if its
+/// command started. What it wrote goes to `written`, including why it could not start.
+fn launch(runs_dir: &Path, run: RunId, written: &mpsc::Sender<Written>) -> Option<Launched> {
+    let record = |line: Written| {
+        if written.send(line).is_err() {
+            complain!("rota supervisor: the recorder is gone; a status line is not made durable");
+        }
+    };
+    let dir = run_dir::run_dir(runs_dir, run);
+    let mut status = Status {
+        pid: std::process::id(),
+        ..Status::default()
+    };
+    // First thing: say who supervises the run, so the daemon can tell later whether its
+    // supervisor lives. Not synced: a crash of the machine ends us too, and a status
+    // holding only our pid says what no status says, that the command never started.
+    let opened = StatusLog::create(&dir).and_then(|mut log| log.write(&status).map(|()| log));
+    let mut log = match opened {
+        Ok(log) => log,
+        Err(e) => {
+            record(Written {
+                run,
+                dir,
+                file: Err(e),
+                step: Step::Ended(None),
+            });
+            return None;
+        }
+    };
+    let (child, output) = match start_command(&dir) {
+        Ok(started) => started,
+        Err(error) => {
+            complain!("rota supervisor: {}: {error}", dir.display());
+            status.error = Some(error);
+            status.finished_at = Some(wall_now());
+            let file = log.write(&status).map(|()| log.file());
+            record(Written {
+                run,
+                dir,
+                file,
+                step: Step::Ended(None),
+            });
+            return None;
+        }
+    };
+    status.child_pid = Some(child.id());
+    status.started_at = Some(wall_now());
+    record(Written {
+        run,
+        dir: dir.clone(),
+        file: log.write(&status).map(|()| log.file()),
+        step: Step::Started,
+    });
+    Some(Launched {
+        run,
+        dir,
+        status,
+        log,
+        child,
+        output,
+    })
+}
+
+/// Starts the command of the run in `dir`, with its output going to a pipe.
+fn start_command(dir: &Path) -> Result<(Child, OutputCopy), String> {
+    let order: SpecFile = match read_json(dir, SPEC_FILE) {
+        Ok(Some(order)) => order,
+        Ok(None) => return Err(format!("{} is missing", dir.join(SPEC_FILE).display())),
+        Err(e) => return Err(format!("cannot read the run's spec: {e}")),
+    };
+    let output = File::create(dir.join(OUTPUT_FILE))
+        .map_err(|e| format!("cannot create {}: {e}", dir.join(OUTPUT_FILE).display()))?;
+    let launch = Launch::new(dir, &order)?;
+    // One pipe for both stdout and stderr, so that the output keeps the order in which
+    // the command wrote it. The command blocks on it when it is full, until the loop
+    // reads it.
+    let pipe_error = |e: &dyn std::fmt::Display| format!("cannot create the output pipe: {e}");
+    let (reader, writer) = io::pipe().map_err(|e| pipe_error(&e))?;
+    fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| pipe_error(&e))?;
+    let spawned = launch.spawn(&writer);
+    // Drop our copy of the pipe's write end, or the copy would never see the end of the
+    // output.
+    drop(writer);
+    let child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", launch.program))?;
+    Ok((
+        child,
+        OutputCopy::new(reader, output, order.output_bytes_max),
+    ))
+}
+
 /// The event loop and the runs it watches.
-struct Supervisor<'a> {
-    runs_dir: &'a Path,
+struct Supervisor {
     epoll: Epoll,
-    /// Requests from the reader of standard input, which writes a byte to `wake` after
-    /// each.
+    /// Started runs from the launcher, which writes a byte to `wake` after each; none
+    /// once no more can come.
     requests: mpsc::Receiver<Request>,
-    wake: io::PipeReader,
-    /// Whether more requests may come.
-    taking: bool,
+    wake: Option<io::PipeReader>,
     /// Whether standard input could be read to its end.
     requests_read: bool,
     runs: HashMap<u64, Running>,
     next_key: u64,
+    /// The runs whose output is let go of at a time: their commands have exited, and
+    /// their pipes are still open.
+    lingering: BTreeSet<(Instant, u64)>,
+    /// The runs whose commands' ends are looked for by polling, having no pidfd.
+    unwatched: BTreeSet<u64>,
     /// Where written status lines go, to be made durable.
     written: mpsc::Sender<Written>,
     buf: Vec<u8>,
@@ -200,13 +320,14 @@ struct Running {
     status: Status,
     log: StatusLog,
     child: Child,
-    /// Readable once the command has exited; none once that is seen.
+    /// Readable once the command has exited; none once that is seen, or if the
+    /// command has no pidfd (its end is polled for).
     exit: Option<OwnedFd>,
     /// How the command ended, once it has.
     end: Option<io::Result<End>>,
     /// The copy of its output, until the pipe ends or is let go of.
     output: Option<OutputCopy>,
-    /// When the output is let go of, if the command has exited and its pipe is still open.
+    /// When the output is let go of, once the command has exited.
     output_until: Option<Instant>,
 }
 
@@ -214,145 +335,129 @@ struct Running {
 enum End {
     /// It exited with this code.
     Code(i32),
-    /// This signal killed it.
+    /// This signal killed it (`SIGTERM`, or `signal 40` for one without a name).
     Signal(String),
 }
 
-impl<'a> Supervisor<'a> {
-    fn new(runs_dir: &'a Path, written: mpsc::Sender<Written>) -> io::Result<Self> {
+impl Supervisor {
+    fn new(runs_dir: &Path, written: mpsc::Sender<Written>) -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let (wake, waker) = io::pipe()?;
         fcntl(&wake, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_REQUESTS))?;
         let (sender, requests) = mpsc::channel();
+        let runs_dir = runs_dir.to_path_buf();
+        let launcher_written = written.clone();
         // Detached: it blocks on standard input until the daemon closes it, and must not
         // keep the supervisor from exiting if the loop fails first.
         thread::Builder::new()
-            .name("rota requests".to_owned())
+            .name("rota launcher".to_owned())
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || read_requests(&sender, waker))?;
+            .spawn(move || launch_requested(&runs_dir, &sender, waker, &launcher_written))?;
         Ok(Supervisor {
-            runs_dir,
             epoll,
             requests,
-            wake,
-            taking: true,
+            wake: Some(wake),
             requests_read: true,
             runs: HashMap::new(),
-            // Key 0 would make a token equal to `TOKEN_REQUESTS`.
-            next_key: 1,
+            next_key: 0,
+            lingering: BTreeSet::new(),
+            unwatched: BTreeSet::new(),
             written,
             buf: vec![0; OUTPUT_CHUNK_BYTES],
         })
     }
 
     /// Runs the loop until no more requests may come and every run has ended; whether
-    /// standard input was read to its end. An error is one of `epoll`'s: the loop cannot
-    /// go on.
-    fn run(mut self) -> io::Result<bool> {
+    /// standard input was read to its end and the loop did not fail.
+    fn run(mut self) -> bool {
         let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT_MAX];
-        while self.taking || !self.runs.is_empty() {
+        while self.wake.is_some() || !self.runs.is_empty() {
             let timeout = self.timeout(Instant::now());
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(ready) => ready,
                 Err(Errno::EINTR) => 0,
-                Err(e) => return Err(io::Error::other(format!("cannot wait for events: {e}"))),
+                Err(e) => {
+                    self.abandon(&format!("cannot wait for events: {e}"));
+                    return false;
+                }
             };
             for event in &events[..ready] {
                 let key = event.data() >> TOKEN_KIND_BITS;
                 match event.data() & ((1 << TOKEN_KIND_BITS) - 1) {
                     TOKEN_REQUESTS => self.take_requests(),
                     TOKEN_EXIT => self.exited(key),
-                    _ => self.output(key),
+                    TOKEN_OUTPUT => self.output(key),
+                    _ => {}
                 }
+            }
+            for key in self.unwatched.clone() {
+                self.exited(key);
             }
             self.let_go_of_lingering_output(Instant::now());
         }
-        Ok(self.requests_read)
+        self.requests_read
     }
 
-    /// How long the loop may wait: until the next output to let go of.
+    /// How long the loop may wait: until the next output to let go of, or the next poll
+    /// of an unwatched command.
     fn timeout(&self, now: Instant) -> EpollTimeout {
-        self.runs
-            .values()
-            .filter_map(|r| r.output_until)
-            .min()
-            .map_or(EpollTimeout::NONE, |until| {
+        let poll = (!self.unwatched.is_empty()).then_some(now + UNWATCHED_POLL_INTERVAL);
+        let next = self.lingering.first().map(|(until, _)| *until);
+        match next.into_iter().chain(poll).min() {
+            None => EpollTimeout::NONE,
+            Some(until) => {
                 // Rounded up, so that the loop does not wake just before it.
                 let ms = until
                     .saturating_duration_since(now)
                     .as_micros()
                     .div_ceil(1_000);
                 EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
-            })
+            }
+        }
     }
 
     fn take_requests(&mut self) {
         // Drain the wake-ups, then take every request sent so far.
-        while matches!(self.wake.read(&mut self.buf), Ok(n) if n > 0) {}
-        while let Ok(request) = self.requests.try_recv() {
-            match request {
-                Request::Run(run) => self.start(run),
-                Request::Closed { failed } => {
-                    self.taking = false;
+        if let Some(wake) = self.wake.as_mut() {
+            while matches!(wake.read(&mut self.buf), Ok(n) if n > 0) {}
+        }
+        loop {
+            match self.requests.try_recv() {
+                Ok(Request::Launched(launched)) => self.watch(launched),
+                Ok(Request::Closed { failed }) => {
                     self.requests_read &= !failed;
-                    let _ = self.epoll.delete(&self.wake);
+                    self.stop_taking();
+                }
+                Err(mpsc::TryRecvError::Empty) => return,
+                // The launcher is gone without a word: it cannot have read to the end.
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.requests_read = false;
+                    self.stop_taking();
+                    return;
                 }
             }
         }
     }
 
-    /// Starts `run`: writes its first status lines and its command, or why it could not.
-    fn start(&mut self, run: RunId) {
-        let dir = run_dir::run_dir(self.runs_dir, run);
-        let mut status = Status {
-            pid: std::process::id(),
-            ..Status::default()
-        };
-        // First thing: say who supervises the run, so the daemon can tell later whether
-        // its supervisor lives. Not synced: a crash of the machine ends us too, and a
-        // status holding only our pid says what no status says, that the command never
-        // started.
-        let opened = StatusLog::create(&dir).and_then(|mut log| log.write(&status).map(|()| log));
-        let mut log = match opened {
-            Ok(log) => log,
-            Err(e) => {
-                self.record(Written {
-                    run,
-                    dir,
-                    file: Err(e),
-                    step: Step::Ended(None),
-                });
-                return;
-            }
-        };
+    fn stop_taking(&mut self) {
+        if let Some(wake) = self.wake.take() {
+            let _ = self.epoll.delete(&wake);
+        }
+    }
+
+    /// Watches the command of a launched run: its end and its output.
+    fn watch(&mut self, launched: Box<Launched>) {
         let key = self.next_key;
         self.next_key += 1;
-        let (child, output) = match self.launch(&dir, key) {
-            Ok(launched) => launched,
-            Err(error) => {
-                complain!("rota supervisor: {}: {error}", dir.display());
-                status.error = Some(error);
-                status.finished_at = Some(wall_now());
-                let file = log.write(&status).map(|()| log.into_file());
-                self.record(Written {
-                    run,
-                    dir,
-                    file,
-                    step: Step::Ended(None),
-                });
-                return;
-            }
-        };
-        status.child_pid = Some(child.id());
-        status.started_at = Some(wall_now());
-        let file = log.write(&status).and_then(|()| log.file());
-        self.record(Written {
+        let Launched {
             run,
-            dir: dir.clone(),
-            file,
-            step: Step::Started,
-        });
+            dir,
+            status,
+            log,
+            child,
+            output,
+        } = *launched;
         let mut running = Running {
             run,
             dir,
@@ -361,69 +466,37 @@ impl<'a> Supervisor<'a> {
             child,
             exit: None,
             end: None,
-            output: Some(output),
+            output: None,
             output_until: None,
         };
-        match self.watch_exit(&running.child, key) {
-            Ok(exit) => running.exit = Some(exit),
+        let output_token = EpollEvent::new(EpollFlags::EPOLLIN, token(key, TOKEN_OUTPUT));
+        match self.epoll.add(&output.pipe, output_token) {
+            Ok(()) => running.output = Some(output),
             Err(e) => {
-                // Unwatched, its end would never be recorded: end it now instead.
-                let error = format!("cannot watch the command, so it was killed: {e}");
+                // Unread, the pipe would fill and block the command for good.
+                let error = format!("cannot read the command's output, so it was killed: {e}");
                 complain!("rota supervisor: {}: {error}", running.dir.display());
                 running.status.error = Some(error);
                 if let Ok(group) = i32::try_from(running.child.id()) {
-                    let _ = nix::sys::signal::killpg(
-                        Pid::from_raw(group),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
                 }
-                running.end = Some(wait_for_end(&running.child, WaitPidFlag::empty()));
-                running.output_until = Some(Instant::now() + OUTPUT_DRAIN_AFTER_EXIT);
+            }
+        }
+        match self.pidfd(&running.child, key) {
+            Ok(exit) => running.exit = Some(exit),
+            Err(e) => {
+                complain!(
+                    "rota supervisor: {}: no pidfd of the command ({e}); its end is polled for",
+                    running.dir.display()
+                );
+                self.unwatched.insert(key);
             }
         }
         self.runs.insert(key, running);
     }
 
-    /// Starts the run's command with its output going to a pipe that the loop watches
-    /// under `key` from before the command starts.
-    fn launch(&self, dir: &Path, key: u64) -> Result<(Child, OutputCopy), String> {
-        let order: SpecFile = match read_json(dir, SPEC_FILE) {
-            Ok(Some(order)) => order,
-            Ok(None) => return Err(format!("{} is missing", dir.join(SPEC_FILE).display())),
-            Err(e) => return Err(format!("cannot read the run's spec: {e}")),
-        };
-        let output = File::create(dir.join(OUTPUT_FILE))
-            .map_err(|e| format!("cannot create {}: {e}", dir.join(OUTPUT_FILE).display()))?;
-        let launch = Launch::new(dir, &order)?;
-        // One pipe for both stdout and stderr, so that the output keeps the order in
-        // which the command wrote it.
-        let pipe_error = |e: &dyn std::fmt::Display| format!("cannot create the output pipe: {e}");
-        let (reader, writer) = io::pipe().map_err(|e| pipe_error(&e))?;
-        fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| pipe_error(&e))?;
-        self.epoll
-            .add(
-                &reader,
-                EpollEvent::new(EpollFlags::EPOLLIN, token(key, TOKEN_OUTPUT)),
-            )
-            .map_err(|e| pipe_error(&e))?;
-        let spawned = launch.spawn(&writer);
-        // Drop our copy of the pipe's write end, or the copy would never see the end of
-        // the output.
-        drop(writer);
-        match spawned {
-            Ok(child) => Ok((
-                child,
-                OutputCopy::new(reader, output, order.output_bytes_max),
-            )),
-            Err(e) => {
-                let _ = self.epoll.delete(&reader);
-                Err(format!("cannot execute `{}`: {e}", launch.program))
-            }
-        }
-    }
-
     /// A pidfd of `child`, watched under `key`.
-    fn watch_exit(&self, child: &Child, key: u64) -> io::Result<OwnedFd> {
+    fn pidfd(&self, child: &Child, key: u64) -> io::Result<OwnedFd> {
         let pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_child(child),
             rustix::process::PidfdFlags::empty(),
@@ -440,10 +513,10 @@ impl<'a> Supervisor<'a> {
         let Some(running) = self.runs.get_mut(&key) else {
             return;
         };
-        let end = wait_for_end(&running.child, WaitPidFlag::WNOHANG);
-        if matches!(&end, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        let Some(end) = end_of(&running.child) else {
             return;
-        }
+        };
+        self.unwatched.remove(&key);
         if let Some(exit) = running.exit.take() {
             let _ = self.epoll.delete(&exit);
         }
@@ -451,7 +524,9 @@ impl<'a> Supervisor<'a> {
         if running.output.is_none() {
             self.finish(key);
         } else {
-            running.output_until = Some(Instant::now() + OUTPUT_DRAIN_AFTER_EXIT);
+            let until = Instant::now() + OUTPUT_DRAIN_AFTER_EXIT;
+            running.output_until = Some(until);
+            self.lingering.insert((until, key));
         }
     }
 
@@ -496,13 +571,11 @@ impl<'a> Supervisor<'a> {
     /// Ends the runs whose commands exited more than the drain period ago while
     /// processes they left behind still hold their output open.
     fn let_go_of_lingering_output(&mut self, now: Instant) {
-        let lingering: Vec<u64> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| r.output_until.is_some_and(|until| until <= now))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in lingering {
+        while let Some(&(until, key)) = self.lingering.first() {
+            if until > now {
+                return;
+            }
+            self.lingering.pop_first();
             if let Some(running) = self.runs.get(&key).filter(|r| r.output.is_some()) {
                 complain!(
                     "rota supervisor: {}: processes the command left behind still hold its \
@@ -522,6 +595,9 @@ impl<'a> Supervisor<'a> {
         let Some(mut running) = self.runs.remove(&key) else {
             return;
         };
+        if let Some(until) = running.output_until {
+            self.lingering.remove(&(until, key));
+        }
         let status = &mut running.status;
         status.finished_at = Some(wall_now());
         match running.end {
@@ -537,13 +613,30 @@ impl<'a> Supervisor<'a> {
         let file = running
             .log
             .write(&running.status)
-            .map(|()| running.log.into_file());
+            .map(|()| running.log.file());
         self.record(Written {
             run: running.run,
             dir: running.dir,
             file,
             step: Step::Ended(Some(running.child)),
         });
+    }
+
+    /// The loop cannot go on (`why`): kills every command it watches, so that none runs
+    /// on unrecorded, and has their runs told lost.
+    fn abandon(&mut self, why: &str) {
+        complain!("rota supervisor: {why}; the commands it watches are killed");
+        for (_, running) in self.runs.drain() {
+            if let Ok(group) = i32::try_from(running.child.id()) {
+                let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+            }
+            let _ = self.written.send(Written {
+                run: running.run,
+                dir: running.dir,
+                file: Err(io::Error::other(why.to_owned())),
+                step: Step::Ended(Some(running.child)),
+            });
+        }
     }
 
     fn record(&self, written: Written) {
@@ -553,23 +646,25 @@ impl<'a> Supervisor<'a> {
     }
 }
 
-/// How `child` ended, leaving it a zombie (its pid and process group id still taken)
-/// until the recorder reaps it; with `WNOHANG`, `WouldBlock` while it runs.
-fn wait_for_end(child: &Child, flags: WaitPidFlag) -> io::Result<End> {
-    let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
+/// How `child` ended, if it has, leaving it a zombie (its pid and process group id still
+/// taken) until the recorder reaps it.
+fn end_of(child: &Child) -> Option<io::Result<End>> {
+    let pid = rustix::process::Pid::from_child(child);
     loop {
-        match waitid(
-            Id::Pid(Pid::from_raw(pid)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | flags,
-        ) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(End::Code(code)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return Ok(End::Signal(signal.as_str().to_owned()));
-            }
-            Ok(WaitStatus::StillAlive) => return Err(io::ErrorKind::WouldBlock.into()),
-            // Only an end was asked for; anything else is spurious.
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+        return match waitid(WaitId::Pid(pid), options) {
+            Ok(None) => None,
+            Ok(Some(status)) => match (status.exit_status(), status.terminating_signal()) {
+                (Some(code), _) => Some(Ok(End::Code(code))),
+                (None, Some(signal)) => Some(Ok(End::Signal(
+                    Signal::try_from(signal)
+                        .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned()),
+                ))),
+                // Only an end was asked for; anything else is spurious.
+                (None, None) => None,
+            },
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => Some(Err(e.into())),
+        };
     }
 }

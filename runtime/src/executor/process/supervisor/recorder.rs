@@ -1,17 +1,23 @@
-//! The supervisor's recorder: a thread that makes the status lines the event loop wrote
-//! durable, then tells the daemon which runs have news and reaps the commands that
-//! ended. When several lines wait, one `syncfs` of the runs directory's file system
-//! covers them all, where each would otherwise cost a sync of its own; under load, syncs
-//! are spaced so that several lines do wait.
+//! The supervisor's recorder: a thread that makes the status lines the launcher and the
+//! event loop wrote durable, reaps the commands that ended, and then tells the daemon
+//! which runs have news.
+//!
+//! When several lines wait, one `syncfs` of the runs directory's file system covers
+//! them all, where each would otherwise cost a sync of its own; under load, syncs are
+//! spaced so that several lines do wait. `syncfs` is used only where it reports the
+//! errors of the files it writes (Linux 5.8 and later, on a local file system that
+//! rota knows), and not for a while after one was slow: it also writes what other
+//! programs left unwritten on that file system, and a sync of each line is then cheaper.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use nix::sys::statfs;
 use rota_core::run::RunId;
 
 use super::super::run_dir::STATUS_FILE;
@@ -21,8 +27,7 @@ use crate::io::{Disk, FsDisk};
 /// supervisor could not record the run's end.
 pub(in crate::executor::process) const LOST: &str = "lost";
 
-/// The most lines made durable by one sync, so that the daemon hears of the first of a
-/// long queue without waiting for the last.
+/// The most lines made durable by one `syncfs`.
 const LINES_PER_SYNC_MAX: usize = 1_024;
 
 /// The least time between two syncs. A line that comes after a quiet spell is synced at
@@ -32,13 +37,18 @@ const LINES_PER_SYNC_MAX: usize = 1_024;
 /// flush).
 const SYNC_INTERVAL_MIN: Duration = Duration::from_millis(5);
 
-/// A status line the event loop appended to a run's `status.jsonl`, not yet durable.
+/// A `syncfs` that takes longer than this was slowed by writes that are not the
+/// supervisor's; each line is then synced alone for [`SYNCFS_BACK_OFF`].
+const SYNCFS_SLOW: Duration = Duration::from_millis(100);
+const SYNCFS_BACK_OFF: Duration = Duration::from_secs(10);
+
+/// A status line appended to a run's `status.jsonl`, not yet durable.
 pub(super) struct Written {
     pub run: RunId,
     /// The run's directory, whose entry for the status file is synced with the first line.
     pub dir: PathBuf,
     /// The status file, to sync; or why the line could not be written.
-    pub file: io::Result<File>,
+    pub file: io::Result<Arc<File>>,
     pub step: Step,
 }
 
@@ -47,27 +57,22 @@ pub(super) enum Step {
     /// The command has started.
     Started,
     /// The run has ended (or could not start): the last line. The command, if one ran,
-    /// is reaped once the line is durable, and not before: until then its process group
-    /// id cannot be reused, so a daemon that signals the group while the status says the
-    /// command runs can only reach the command's own processes.
+    /// is reaped once the line is durable, or once it failed to be: until then its
+    /// process group id cannot be reused, so a daemon that signals the group while the
+    /// status says the command runs can only reach the command's own processes.
     Ended(Option<Child>),
 }
 
-/// Records what `written` brings until the event loop closes it; whether every run's end
+/// Records what `written` brings until every sender is gone; whether every run's end
 /// was recorded.
 pub(super) fn record(runs_dir: &Path, written: &mpsc::Receiver<Written>) -> bool {
-    // `syncfs` needs any file of the file system; without one, each line is synced alone.
-    let file_system = File::open(runs_dir)
-        .inspect_err(|e| {
-            complain!(
-                "rota supervisor: cannot open {} ({e}); each status line is synced alone",
-                runs_dir.display()
-            );
-        })
-        .ok();
-    let mut entries_synced = HashSet::new();
-    let mut every_end_recorded = true;
-    let mut news = String::new();
+    let mut recorder = Recorder {
+        file_system: syncfs_target(runs_dir),
+        syncfs_back_off_until: None,
+        entries_synced: HashSet::new(),
+        every_end_recorded: true,
+        news: String::new(),
+    };
     let mut last_sync: Option<Instant> = None;
     while let Ok(first) = written.recv() {
         if let Some(next) = last_sync.map(|last| last + SYNC_INTERVAL_MIN) {
@@ -76,16 +81,32 @@ pub(super) fn record(runs_dir: &Path, written: &mpsc::Receiver<Written>) -> bool
         last_sync = Some(Instant::now());
         let mut batch = vec![first];
         batch.extend(written.try_iter().take(LINES_PER_SYNC_MAX - 1));
-        let files = batch.iter().filter(|w| w.file.is_ok()).count();
-        let all_synced = files > 1
-            && file_system
-                .as_ref()
-                .is_some_and(|fs| nix::unistd::syncfs(fs).is_ok());
+        recorder.record(batch);
+    }
+    recorder.every_end_recorded
+}
+
+struct Recorder {
+    /// A file of the runs directory's file system, to `syncfs` it; none where `syncfs`
+    /// is not trusted.
+    file_system: Option<File>,
+    /// Until when each line is synced alone, after a slow `syncfs`.
+    syncfs_back_off_until: Option<Instant>,
+    /// The runs whose status file's directory entry is durable.
+    entries_synced: HashSet<RunId>,
+    every_end_recorded: bool,
+    /// What the daemon is told next, whole lines.
+    news: String,
+}
+
+impl Recorder {
+    fn record(&mut self, batch: Vec<Written>) {
+        let all_synced = batch.iter().filter(|w| w.file.is_ok()).count() > 1 && self.syncfs();
         for line in batch {
             let durable = line.file.and_then(|file| {
                 if !all_synced {
                     file.sync_data()?;
-                    if !entries_synced.contains(&line.run) {
+                    if !self.entries_synced.contains(&line.run) {
                         FsDisk.sync_dir(&line.dir)?;
                     }
                 }
@@ -94,8 +115,8 @@ pub(super) fn record(runs_dir: &Path, written: &mpsc::Receiver<Written>) -> bool
             let status_file = || line.dir.join(STATUS_FILE);
             match (line.step, durable) {
                 (Step::Started, Ok(())) => {
-                    entries_synced.insert(line.run);
-                    news.push_str(&format!("{}\n", line.run));
+                    self.entries_synced.insert(line.run);
+                    self.news.push_str(&format!("{}\n", line.run));
                 }
                 // The run goes on; the daemon learns of it at the end.
                 (Step::Started, Err(e)) => complain!(
@@ -103,37 +124,84 @@ pub(super) fn record(runs_dir: &Path, written: &mpsc::Receiver<Written>) -> bool
                     status_file().display()
                 ),
                 (Step::Ended(child), durable) => {
-                    entries_synced.remove(&line.run);
+                    self.entries_synced.remove(&line.run);
+                    if let Some(mut child) = child {
+                        let _ = child.wait();
+                    }
                     match durable {
-                        Ok(()) => news.push_str(&format!("{}\n", line.run)),
+                        Ok(()) => self.news.push_str(&format!("{}\n", line.run)),
                         Err(e) => {
                             complain!(
                                 "rota supervisor: cannot record the end of the run in {}: {e}",
                                 status_file().display()
                             );
                             // The daemon would otherwise wait for an end that never comes.
-                            every_end_recorded = false;
-                            news.push_str(&format!("{} {LOST}\n", line.run));
+                            self.every_end_recorded = false;
+                            self.news.push_str(&format!("{} {LOST}\n", line.run));
                         }
-                    }
-                    if let Some(mut child) = child {
-                        let _ = child.wait();
                     }
                 }
             }
+            // Lines synced one by one are told one by one.
+            if !all_synced {
+                self.tell();
+            }
         }
-        tell(&news);
-        news.clear();
+        self.tell();
     }
-    every_end_recorded
+
+    /// Syncs the runs directory's file system, if `syncfs` is trusted there and has not
+    /// been slow of late; whether it did.
+    fn syncfs(&mut self) -> bool {
+        let Some(file_system) = &self.file_system else {
+            return false;
+        };
+        let now = Instant::now();
+        if self.syncfs_back_off_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        let synced = nix::unistd::syncfs(file_system).is_ok();
+        let took = now.elapsed();
+        if took > SYNCFS_SLOW {
+            self.syncfs_back_off_until = Some(Instant::now() + SYNCFS_BACK_OFF);
+        }
+        synced
+    }
+
+    /// Writes the news to the daemon, in one write. A daemon that is gone is not told.
+    fn tell(&mut self) {
+        if self.news.is_empty() {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        let _ = out
+            .write_all(self.news.as_bytes())
+            .and_then(|()| out.flush());
+        self.news.clear();
+    }
 }
 
-/// Writes `news` (whole lines) to the daemon, in one write. A daemon that is gone is not
-/// told.
-fn tell(news: &str) {
-    if news.is_empty() {
-        return;
+/// A file of `runs_dir`'s file system to `syncfs`, if `syncfs` reports the errors of
+/// the files it writes there: on Linux 5.8 and later, and on a local file system.
+fn syncfs_target(runs_dir: &Path) -> Option<File> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let local = statfs::statfs(runs_dir).is_ok_and(|fs| {
+        [
+            statfs::EXT2_SUPER_MAGIC,
+            statfs::EXT3_SUPER_MAGIC,
+            statfs::EXT4_SUPER_MAGIC,
+            statfs::XFS_SUPER_MAGIC,
+            statfs::BTRFS_SUPER_MAGIC,
+            statfs::TMPFS_MAGIC,
+        ]
+        .contains(&fs.filesystem_type())
+    });
+    if version < (5, 8) || !local {
+        return None;
     }
-    let mut out = io::stdout().lock();
-    let _ = out.write_all(news.as_bytes()).and_then(|()| out.flush());
+    File::open(runs_dir).ok()
 }
