@@ -702,6 +702,33 @@ async fn a_command_killed_by_a_signal_without_a_name_is_reported_by_its_number()
     assert_eq!(detail.as_deref(), Some("killed by signal 40"));
 }
 
+#[test]
+fn the_supervisor_exits_with_success_only_if_it_recorded_every_end() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let supervise = |requests: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rota-supervisor"))
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(requests.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap())
+    };
+    // Its input closed with no run asked for: nothing left unrecorded.
+    assert_eq!(supervise(""), (true, String::new()));
+    // A run without a directory: its end cannot be written, and the daemon is told so.
+    assert_eq!(supervise("7\n"), (false, "7 lost\n".to_owned()));
+}
+
 /// A run held until released, started by a fresh executor.
 struct Held {
     /// The executor, until the test drops it.

@@ -88,7 +88,7 @@ const THREAD_STACK_BYTES: usize = 128 * 1024;
 /// key in the loop. Keys are never reused, so an event of a run that has ended finds
 /// no run.
 const TOKEN_KIND_BITS: u32 = 2;
-/// The daemon has sent requests.
+/// The launcher has handed over runs.
 const TOKEN_REQUESTS: u64 = 0;
 /// A command has exited.
 const TOKEN_EXIT: u64 = 1;
@@ -151,6 +151,8 @@ pub fn supervise_main(runs_dir: &Path) -> ExitCode {
 enum Request {
     /// A run whose command has started.
     Launched(Box<Launched>),
+    /// A run that could not start: its last status line.
+    Failed(Written),
     /// No more runs: standard input has ended, or could not be read (`failed`).
     Closed { failed: bool },
 }
@@ -163,33 +165,40 @@ struct Launched {
     log: StatusLog,
     child: Child,
     output: OutputCopy,
+    /// The line that says the command started, for the recorder.
+    started: Written,
 }
 
 /// The launcher: reads the daemon's requests, one run id per line, until standard input
-/// ends, and starts each run; hands the started ones to the loop (waking it with a byte
-/// on `wake`), and the lines it wrote to the recorder.
-fn launch_requested(
-    runs_dir: &Path,
-    requests: &mpsc::Sender<Request>,
-    mut wake: io::PipeWriter,
-    written: &mpsc::Sender<Written>,
-) {
-    let mut send = |request| {
-        // The loop is gone only if the supervisor is exiting.
-        if requests.send(request).is_ok() {
+/// ends, and starts each run; hands each to the loop, waking it with a byte on `wake`.
+/// Every status line goes to the recorder through the loop, so that the recorder's
+/// input ends when the loop does.
+fn launch_requested(runs_dir: &Path, requests: &mpsc::Sender<Request>, mut wake: io::PipeWriter) {
+    let mut send = |request| match requests.send(request) {
+        Ok(()) => {
             let _ = wake.write_all(b"r");
+            true
+        }
+        // The loop has ended, and the supervisor is exiting: a command started now
+        // would run unwatched and unrecorded.
+        Err(mpsc::SendError(request)) => {
+            if let Request::Launched(launched) = request {
+                let mut child = launched.child;
+                if let Ok(group) = i32::try_from(child.id()) {
+                    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+                }
+                let _ = child.wait();
+            }
+            false
         }
     };
     for line in io::stdin().lock().lines() {
-        match line {
+        let sent = match line {
             Ok(line) => match run_of(std::ffi::OsStr::new(line.trim())) {
-                Some(run) => {
-                    if let Some(launched) = launch(runs_dir, run, written) {
-                        send(Request::Launched(Box::new(launched)));
-                    }
-                }
+                Some(run) => send(launch(runs_dir, run)),
                 None => {
                     complain!("rota supervisor: ignoring a request that names no run: {line:?}");
+                    true
                 }
             },
             Err(e) => {
@@ -197,19 +206,16 @@ fn launch_requested(
                 send(Request::Closed { failed: true });
                 return;
             }
+        };
+        if !sent {
+            return;
         }
     }
     send(Request::Closed { failed: false });
 }
 
-/// Starts `run`: writes its first status lines and starts its command; the run, if its
-/// command started. What it wrote goes to `written`, including why it could not start.
-fn launch(runs_dir: &Path, run: RunId, written: &mpsc::Sender<Written>) -> Option<Launched> {
-    let record = |line: Written| {
-        if written.send(line).is_err() {
-            complain!("rota supervisor: the recorder is gone; a status line is not made durable");
-        }
-    };
+/// Starts `run`: writes its first status lines and starts its command.
+fn launch(runs_dir: &Path, run: RunId) -> Request {
     let dir = run_dir::run_dir(runs_dir, run);
     let mut status = Status {
         pid: std::process::id(),
@@ -222,13 +228,12 @@ fn launch(runs_dir: &Path, run: RunId, written: &mpsc::Sender<Written>) -> Optio
     let mut log = match opened {
         Ok(log) => log,
         Err(e) => {
-            record(Written {
+            return Request::Failed(Written {
                 run,
                 dir,
                 file: Err(e),
                 step: Step::Ended(None),
             });
-            return None;
         }
     };
     let (child, output) = match start_command(&dir) {
@@ -238,31 +243,31 @@ fn launch(runs_dir: &Path, run: RunId, written: &mpsc::Sender<Written>) -> Optio
             status.error = Some(error);
             status.finished_at = Some(wall_now());
             let file = log.write(&status).map(|()| log.file());
-            record(Written {
+            return Request::Failed(Written {
                 run,
                 dir,
                 file,
                 step: Step::Ended(None),
             });
-            return None;
         }
     };
     status.child_pid = Some(child.id());
     status.started_at = Some(wall_now());
-    record(Written {
+    let started = Written {
         run,
         dir: dir.clone(),
         file: log.write(&status).map(|()| log.file()),
         step: Step::Started,
-    });
-    Some(Launched {
+    };
+    Request::Launched(Box::new(Launched {
         run,
         dir,
         status,
         log,
         child,
         output,
-    })
+        started,
+    }))
 }
 
 /// Starts the command of the run in `dir`, with its output going to a pipe.
@@ -295,9 +300,9 @@ fn start_command(dir: &Path) -> Result<(Child, OutputCopy), String> {
 /// The event loop and the runs it watches.
 struct Supervisor {
     epoll: Epoll,
-    /// Started runs from the launcher, which writes a byte to `wake` after each; none
-    /// once no more can come.
+    /// Runs from the launcher, which writes a byte to `wake` after each.
     requests: mpsc::Receiver<Request>,
+    /// Watched while more runs may come; none once no more can.
     wake: Option<io::PipeReader>,
     /// Whether standard input could be read to its end.
     requests_read: bool,
@@ -306,8 +311,10 @@ struct Supervisor {
     /// The runs whose output is let go of at a time: their commands have exited, and
     /// their pipes are still open.
     lingering: BTreeSet<(Instant, u64)>,
-    /// The runs whose commands' ends are looked for by polling, having no pidfd.
+    /// The runs whose commands' ends are looked for by polling, having no pidfd, and
+    /// when next.
     unwatched: BTreeSet<u64>,
+    next_poll: Instant,
     /// Where written status lines go, to be made durable.
     written: mpsc::Sender<Written>,
     buf: Vec<u8>,
@@ -347,13 +354,12 @@ impl Supervisor {
         epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_REQUESTS))?;
         let (sender, requests) = mpsc::channel();
         let runs_dir = runs_dir.to_path_buf();
-        let launcher_written = written.clone();
         // Detached: it blocks on standard input until the daemon closes it, and must not
         // keep the supervisor from exiting if the loop fails first.
         thread::Builder::new()
             .name("rota launcher".to_owned())
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || launch_requested(&runs_dir, &sender, waker, &launcher_written))?;
+            .spawn(move || launch_requested(&runs_dir, &sender, waker))?;
         Ok(Supervisor {
             epoll,
             requests,
@@ -363,6 +369,7 @@ impl Supervisor {
             next_key: 0,
             lingering: BTreeSet::new(),
             unwatched: BTreeSet::new(),
+            next_poll: Instant::now(),
             written,
             buf: vec![0; OUTPUT_CHUNK_BYTES],
         })
@@ -391,8 +398,11 @@ impl Supervisor {
                     _ => {}
                 }
             }
-            for key in self.unwatched.clone() {
-                self.exited(key);
+            if !self.unwatched.is_empty() && self.next_poll <= Instant::now() {
+                self.next_poll = Instant::now() + UNWATCHED_POLL_INTERVAL;
+                for key in self.unwatched.clone() {
+                    self.exited(key);
+                }
             }
             self.let_go_of_lingering_output(Instant::now());
         }
@@ -402,7 +412,7 @@ impl Supervisor {
     /// How long the loop may wait: until the next output to let go of, or the next poll
     /// of an unwatched command.
     fn timeout(&self, now: Instant) -> EpollTimeout {
-        let poll = (!self.unwatched.is_empty()).then_some(now + UNWATCHED_POLL_INTERVAL);
+        let poll = (!self.unwatched.is_empty()).then_some(self.next_poll);
         let next = self.lingering.first().map(|(until, _)| *until);
         match next.into_iter().chain(poll).min() {
             None => EpollTimeout::NONE,
@@ -425,9 +435,12 @@ impl Supervisor {
         loop {
             match self.requests.try_recv() {
                 Ok(Request::Launched(launched)) => self.watch(launched),
+                Ok(Request::Failed(written)) => self.record(written),
+                // The last request: the launcher is gone after it.
                 Ok(Request::Closed { failed }) => {
                     self.requests_read &= !failed;
                     self.stop_taking();
+                    return;
                 }
                 Err(mpsc::TryRecvError::Empty) => return,
                 // The launcher is gone without a word: it cannot have read to the end.
@@ -457,7 +470,9 @@ impl Supervisor {
             log,
             child,
             output,
+            started,
         } = *launched;
+        self.record(started);
         let mut running = Running {
             run,
             dir,
@@ -489,6 +504,9 @@ impl Supervisor {
                     "rota supervisor: {}: no pidfd of the command ({e}); its end is polled for",
                     running.dir.display()
                 );
+                if self.unwatched.is_empty() {
+                    self.next_poll = Instant::now() + UNWATCHED_POLL_INTERVAL;
+                }
                 self.unwatched.insert(key);
             }
         }
@@ -626,6 +644,15 @@ impl Supervisor {
     /// on unrecorded, and has their runs told lost.
     fn abandon(&mut self, why: &str) {
         complain!("rota supervisor: {why}; the commands it watches are killed");
+        self.stop_taking();
+        // Runs handed over later find the loop gone, and the launcher kills them.
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Launched(launched) => self.watch(launched),
+                Request::Failed(written) => self.record(written),
+                Request::Closed { .. } => {}
+            }
+        }
         for (_, running) in self.runs.drain() {
             if let Ok(group) = i32::try_from(running.child.id()) {
                 let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
