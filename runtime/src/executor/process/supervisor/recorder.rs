@@ -163,6 +163,12 @@ impl Recorder {
         let synced = nix::unistd::syncfs(file_system).is_ok();
         let took = now.elapsed();
         if took > SYNCFS_SLOW {
+            complain!(
+                "rota supervisor: a sync of the runs directory's file system took {} ms; \
+                 each status line is synced alone for the next {} s",
+                took.as_millis(),
+                SYNCFS_BACK_OFF.as_secs()
+            );
             self.syncfs_back_off_until = Some(Instant::now() + SYNCFS_BACK_OFF);
         }
         synced
