@@ -184,9 +184,7 @@ fn launch_requested(runs_dir: &Path, requests: &mpsc::Sender<Request>, mut wake:
         Err(mpsc::SendError(request)) => {
             if let Request::Launched(launched) = request {
                 let mut child = launched.child;
-                if let Ok(group) = i32::try_from(child.id()) {
-                    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
-                }
+                kill_group(&child);
                 let _ = child.wait();
             }
             false
@@ -492,9 +490,7 @@ impl Supervisor {
                 let error = format!("cannot read the command's output, so it was killed: {e}");
                 complain!("rota supervisor: {}: {error}", running.dir.display());
                 running.status.error = Some(error);
-                if let Ok(group) = i32::try_from(running.child.id()) {
-                    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
-                }
+                kill_group(&running.child);
             }
         }
         match self.pidfd(&running.child, key) {
@@ -654,9 +650,7 @@ impl Supervisor {
             }
         }
         for (_, running) in self.runs.drain() {
-            if let Ok(group) = i32::try_from(running.child.id()) {
-                let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
-            }
+            kill_group(&running.child);
             let _ = self.written.send(Written {
                 run: running.run,
                 dir: running.dir,
@@ -670,6 +664,13 @@ impl Supervisor {
         if self.written.send(written).is_err() {
             complain!("rota supervisor: the recorder is gone; a status line is not made durable");
         }
+    }
+}
+
+/// Kills `child`'s process group: the command and everything it started.
+fn kill_group(child: &Child) {
+    if let Ok(group) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
     }
 }
 
