@@ -159,12 +159,8 @@ enum Request {
 
 /// A run whose command the launcher started, for the loop to watch.
 struct Launched {
-    run: RunId,
-    dir: PathBuf,
-    status: Status,
-    log: StatusLog,
-    child: Child,
-    output: OutputCopy,
+    /// The run as the loop keeps it, its output not yet watched.
+    running: Running,
     /// The line that says the command started, for the recorder.
     started: Written,
 }
@@ -183,7 +179,7 @@ fn launch_requested(runs_dir: &Path, requests: &mpsc::Sender<Request>, mut wake:
         // would run unwatched and unrecorded.
         Err(mpsc::SendError(request)) => {
             if let Request::Launched(launched) = request {
-                let mut child = launched.child;
+                let mut child = launched.running.child;
                 kill_group(&child);
                 let _ = child.wait();
             }
@@ -258,12 +254,17 @@ fn launch(runs_dir: &Path, run: RunId) -> Request {
         step: Step::Started,
     };
     Request::Launched(Box::new(Launched {
-        run,
-        dir,
-        status,
-        log,
-        child,
-        output,
+        running: Running {
+            run,
+            dir,
+            status,
+            log,
+            child,
+            exit: None,
+            end: None,
+            output: Some(output),
+            output_until: None,
+        },
         started,
     }))
 }
@@ -462,36 +463,22 @@ impl Supervisor {
         let key = self.next_key;
         self.next_key += 1;
         let Launched {
-            run,
-            dir,
-            status,
-            log,
-            child,
-            output,
+            mut running,
             started,
         } = *launched;
         self.record(started);
-        let mut running = Running {
-            run,
-            dir,
-            status,
-            log,
-            child,
-            exit: None,
-            end: None,
-            output: None,
-            output_until: None,
-        };
         let output_token = EpollEvent::new(EpollFlags::EPOLLIN, token(key, TOKEN_OUTPUT));
-        match self.epoll.add(&output.pipe, output_token) {
-            Ok(()) => running.output = Some(output),
-            Err(e) => {
-                // Unread, the pipe would fill and block the command for good.
-                let error = format!("cannot read the command's output, so it was killed: {e}");
-                complain!("rota supervisor: {}: {error}", running.dir.display());
-                running.status.error = Some(error);
-                kill_group(&running.child);
-            }
+        let watched = running
+            .output
+            .as_ref()
+            .map(|output| self.epoll.add(&output.pipe, output_token));
+        if let Some(Err(e)) = watched {
+            running.output = None;
+            // Unread, the pipe would fill and block the command for good.
+            let error = format!("cannot read the command's output, so it was killed: {e}");
+            complain!("rota supervisor: {}: {error}", running.dir.display());
+            running.status.error = Some(error);
+            kill_group(&running.child);
         }
         match self.pidfd(&running.child, key) {
             Ok(exit) => running.exit = Some(exit),
@@ -649,9 +636,9 @@ impl Supervisor {
                 Request::Closed { .. } => {}
             }
         }
-        for (_, running) in self.runs.drain() {
+        for (_, running) in std::mem::take(&mut self.runs) {
             kill_group(&running.child);
-            let _ = self.written.send(Written {
+            self.record(Written {
                 run: running.run,
                 dir: running.dir,
                 file: Err(io::Error::other(why.to_owned())),

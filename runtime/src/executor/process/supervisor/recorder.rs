@@ -10,6 +10,7 @@
 //! programs left unwritten on that file system, and a sync of each line is then cheaper.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -116,7 +117,7 @@ impl Recorder {
             match (line.step, durable) {
                 (Step::Started, Ok(())) => {
                     self.entries_synced.insert(line.run);
-                    self.news.push_str(&format!("{}\n", line.run));
+                    let _ = writeln!(self.news, "{}", line.run);
                 }
                 // The run goes on; the daemon learns of it at the end.
                 (Step::Started, Err(e)) => complain!(
@@ -129,7 +130,9 @@ impl Recorder {
                         let _ = child.wait();
                     }
                     match durable {
-                        Ok(()) => self.news.push_str(&format!("{}\n", line.run)),
+                        Ok(()) => {
+                            let _ = writeln!(self.news, "{}", line.run);
+                        }
                         Err(e) => {
                             complain!(
                                 "rota supervisor: cannot record the end of the run in {}: {e}",
@@ -137,7 +140,7 @@ impl Recorder {
                             );
                             // The daemon would otherwise wait for an end that never comes.
                             self.every_end_recorded = false;
-                            self.news.push_str(&format!("{} {LOST}\n", line.run));
+                            let _ = writeln!(self.news, "{} {LOST}", line.run);
                         }
                     }
                 }
