@@ -7,7 +7,7 @@
 //! |------------------|---------------------|-------|
 //! | `spec.json`      | daemon, atomically  | the run's spec, the host id, the output bound |
 //! | `status.jsonl`   | supervisor, appending | pids, start, end, exit code or signal, launch error |
-//! | `output`         | supervisor          | the command's stdout and stderr, interleaved, bounded |
+//! | `output`         | supervisor          | the command's stdout and stderr, interleaved, bounded; made at the first byte |
 //! | `stop.json`      | daemon, atomically  | that the daemon asked the run to stop, and why |
 //! | `supervisor.log` | supervisor (stderr) | a supervisor's own complaints, from when each run had one; still read |
 
@@ -32,7 +32,7 @@ pub(super) const STATUS_FILE: &str = "status.jsonl";
 /// Where supervisors kept their account before `status.jsonl`: one [`Status`], replaced
 /// whole. Still read, for runs started before an upgrade.
 const OLD_STATUS_FILE: &str = "status.json";
-/// The command's output.
+/// The command's output; missing while the command has printed nothing.
 pub(super) const OUTPUT_FILE: &str = "output";
 /// The daemon's stop request.
 pub(super) const STOP_FILE: &str = "stop.json";

@@ -27,7 +27,6 @@
 //! pidfds (before Linux 5.3) the loop polls for each command's end instead.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -276,8 +275,6 @@ fn start_command(dir: &Path) -> Result<(Child, OutputCopy), String> {
         Ok(None) => return Err(format!("{} is missing", dir.join(SPEC_FILE).display())),
         Err(e) => return Err(format!("cannot read the run's spec: {e}")),
     };
-    let output = File::create(dir.join(OUTPUT_FILE))
-        .map_err(|e| format!("cannot create {}: {e}", dir.join(OUTPUT_FILE).display()))?;
     let launch = Launch::new(dir, &order)?;
     // One pipe for both stdout and stderr, so that the output keeps the order in which
     // the command wrote it. The command blocks on it when it is full, until the loop
@@ -292,7 +289,7 @@ fn start_command(dir: &Path) -> Result<(Child, OutputCopy), String> {
     let child = spawned.map_err(|e| format!("cannot execute `{}`: {e}", launch.program))?;
     Ok((
         child,
-        OutputCopy::new(reader, output, order.output_bytes_max),
+        OutputCopy::new(reader, dir.join(OUTPUT_FILE), order.output_bytes_max),
     ))
 }
 

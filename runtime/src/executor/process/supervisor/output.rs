@@ -1,7 +1,10 @@
-//! Copying a command's output from its pipe to the run's `output` file, bounded.
+//! Copying a command's output from its pipe to the run's `output` file, bounded. The
+//! file is made at the first byte: most runs of most jobs print nothing, and a file
+//! never made costs nothing to make or to remove.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 /// The most reads from one pipe each time it is ready, so that a command writing without
 /// pause does not hold up the supervisor's other runs.
@@ -13,7 +16,9 @@ const READS_PER_READY_MAX: usize = 16;
 pub(super) struct OutputCopy {
     /// The read end of the command's output pipe, not blocking.
     pub pipe: io::PipeReader,
-    file: File,
+    /// Where the output goes, made at the first byte kept.
+    path: PathBuf,
+    file: Option<File>,
     bytes_max: u64,
     kept: u64,
     last_byte: u8,
@@ -23,10 +28,11 @@ pub(super) struct OutputCopy {
 }
 
 impl OutputCopy {
-    pub fn new(pipe: io::PipeReader, file: File, bytes_max: u64) -> Self {
+    pub fn new(pipe: io::PipeReader, path: PathBuf, bytes_max: u64) -> Self {
         OutputCopy {
             pipe,
-            file,
+            path,
+            file: None,
             bytes_max,
             kept: 0,
             last_byte: b'\n',
@@ -60,11 +66,26 @@ impl OutputCopy {
             return;
         }
         let n = chunk.len();
+        if n == 0 {
+            return;
+        }
         let room = usize::try_from(self.bytes_max.saturating_sub(self.kept)).unwrap_or(usize::MAX);
         let take = n.min(room);
         let bytes_max = self.bytes_max;
         let last_byte = self.last_byte;
-        let file = &mut self.file;
+        if self.file.is_none() {
+            match File::create(&self.path) {
+                Ok(file) => self.file = Some(file),
+                Err(e) => {
+                    self.keeping = false;
+                    self.write_error = Some(e);
+                    return;
+                }
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
         let written = file.write_all(&chunk[..take]).and_then(|()| {
             if take < n {
                 let separator = if take > 0 { chunk[take - 1] } else { last_byte };
@@ -102,13 +123,19 @@ mod tests {
         let (reader, mut writer) = io::pipe().unwrap();
         let input = input.to_vec();
         let feeder = std::thread::spawn(move || writer.write_all(&input).unwrap());
-        let mut copy = OutputCopy::new(reader, File::create(&path).unwrap(), bytes_max);
+        let mut copy = OutputCopy::new(reader, path.clone(), bytes_max);
         // The pipe blocks here, so each pump reads until it has ended.
         let mut buf = [0u8; 3];
         while copy.pump(&mut buf).unwrap() {}
         assert!(copy.into_write_error().is_none());
         feeder.join().unwrap();
-        std::fs::read_to_string(path).unwrap()
+        std::fs::read_to_string(path).unwrap_or_else(|e| format!("no file: {e}"))
+    }
+
+    #[test]
+    fn a_command_printing_nothing_leaves_no_file() {
+        assert!(copied(b"", 8).starts_with("no file"));
+        assert_eq!(copied(b"x", 8), "x");
     }
 
     #[test]
