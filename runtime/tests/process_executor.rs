@@ -481,6 +481,24 @@ async fn old_run_directories_are_removed_beyond_the_bound() {
     until_run_dirs(dir.path(), &["22", "23"]).await;
 }
 
+#[tokio::test]
+async fn a_silent_run_has_no_output_file_and_any_run_directory_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (executor, mut events) = keeping(dir.path(), 1);
+    executor.start(spec(30, &sh("echo out"), &[]));
+    started_then_exited(&mut events, RunId(30)).await;
+    assert_eq!(output(&executor, RunId(30)), "out\n");
+    run_true(&executor, &mut events, 31..32).await;
+    let silent = executor
+        .output_path(RunId(31))
+        .expect("the run has a directory");
+    assert!(!silent.exists(), "{} was made", silent.display());
+    // A file that is not among those every run has, as an older supervisor left.
+    std::fs::write(dir.path().join("31").join("supervisor.log"), "old").unwrap();
+    run_true(&executor, &mut events, 32..33).await;
+    until_run_dirs(dir.path(), &["32"]).await;
+}
+
 /// The run directories in `dir`, sorted.
 fn run_dirs(dir: &Path) -> Vec<String> {
     let mut left: Vec<String> = std::fs::read_dir(dir)
