@@ -96,7 +96,20 @@ pub(super) async fn watch(
     let mut stopping: Option<Stopping> = None;
     // The command's process id and start, as last read.
     let mut started: Option<(u32, Timestamp)> = None;
+    // A run just handed over has nothing written yet: its first look waits for the
+    // supervisor's news (or a stop, or the poll), sparing a run three system calls.
+    let mut handed_over = matches!(
+        (&supervisor, &announce),
+        (Supervisor::Resident(_), Announce::Started)
+    );
     let end = loop {
+        if std::mem::take(&mut handed_over) {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = handle.wake.notified() => {}
+                () = supervisor.exited() => {}
+            }
+        }
         let status = read_status(&dir);
         if let Some((child_pid, started_at)) = status.as_ref().and_then(Status::started) {
             started = Some((child_pid, started_at));
