@@ -73,20 +73,12 @@ impl OutputCopy {
         let take = n.min(room);
         let bytes_max = self.bytes_max;
         let last_byte = self.last_byte;
-        if self.file.is_none() {
-            match File::create(&self.path) {
-                Ok(file) => self.file = Some(file),
-                Err(e) => {
-                    self.keeping = false;
-                    self.write_error = Some(e);
-                    return;
-                }
-            }
-        }
-        let Some(file) = self.file.as_mut() else {
-            return;
+        let file = match &mut self.file {
+            Some(file) => Ok(file),
+            None => File::create(&self.path).map(|file| &mut *self.file.insert(file)),
         };
-        let written = file.write_all(&chunk[..take]).and_then(|()| {
+        let written = file.and_then(|file| {
+            file.write_all(&chunk[..take])?;
             if take < n {
                 let separator = if take > 0 { chunk[take - 1] } else { last_byte };
                 let separator = if separator == b'\n' { "" } else { "\n" };
