@@ -329,6 +329,9 @@ pub(super) struct Leader {
     /// Fires before this instant passed while this leader could not declare them.
     ready_wall: Timestamp,
     ready_mono: Mono,
+    /// When this leader's own set-up command is proposed again if it has not applied:
+    /// `LeaderStart` until the leader is ready, then `SetSettings` until its settings are
+    /// in force.
     start_retry_at: Mono,
     /// Jobs by due time.
     due: DueQueue,
@@ -962,6 +965,7 @@ impl Leader {
         self.ready_wall = ctx.now.wall;
         self.ready_mono = ctx.now.mono;
         if ctx.state.settings() != &ctx.config.settings {
+            self.start_retry_at = ctx.now.mono + Duration::from_secs(2);
             self.outbox
                 .push(Command::SetSettings(ctx.config.settings.clone()));
         }
@@ -1302,6 +1306,12 @@ impl Leader {
             self.next_housekeeping = now.mono + ctx.ms(ctx.config.timing.housekeeping_ms.max(1));
             self.check_dispatches(ctx);
             self.check_lost_hosts(ctx);
+            if now.mono >= self.start_retry_at && ctx.state.settings() != &ctx.config.settings {
+                // The first `SetSettings` may have been lost with a failed proposal.
+                self.start_retry_at = now.mono + Duration::from_secs(2);
+                self.outbox
+                    .push(Command::SetSettings(ctx.config.settings.clone()));
+            }
             for placed in self.proposed.expire(now.mono.saturating_sub(PROPOSED_KEPT)) {
                 self.unplace(Some(placed));
             }

@@ -657,10 +657,12 @@ impl Node {
         }
     }
 
-    /// Whether this host is the leader and has applied its first entry, so that its
-    /// state is current and it schedules.
+    /// Whether this host is the leader, has applied its first entry, so that its state
+    /// is current and it schedules, and has its settings in force (such as the most
+    /// jobs), so that a write it takes is judged by them.
     pub fn is_ready_leader(&self) -> bool {
         self.leader.as_ref().is_some_and(Leader::is_ready)
+            && self.state.settings() == &self.config.settings
     }
 
     /// The leader as this host knows it: its id, term and API address.

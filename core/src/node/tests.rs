@@ -48,6 +48,11 @@ struct Driver {
 
 impl Driver {
     fn new(at: &str) -> Self {
+        Driver::with_settings(at, Settings::default())
+    }
+
+    /// A node whose configured cluster settings are `settings`.
+    fn with_settings(at: &str, settings: Settings) -> Self {
         let now = Now::new(Mono::from_millis(10_000), ts(at));
         let identity = HostIdentity {
             id: ME,
@@ -55,7 +60,9 @@ impl Driver {
             api_addr: addr(1),
             boot: 1,
         };
-        let node = Node::new(NodeConfig::new(identity), 1, now, State::new());
+        let mut config = NodeConfig::new(identity);
+        config.settings = settings;
+        let node = Node::new(config, 1, now, State::new());
         let mut driver = Driver {
             node,
             now,
@@ -263,6 +270,33 @@ fn nothing_is_declared_before_the_leaders_first_entry_applies() {
             .iter()
             .any(|e| matches!(e, Event::LeaderReady { term: 1, .. }))
     );
+}
+
+#[test]
+fn a_leader_is_ready_for_writes_only_once_its_settings_are_in_force() {
+    let settings = Settings {
+        jobs_max: 3,
+        ..Settings::default()
+    };
+    let mut d = Driver::with_settings("2026-01-01T00:00:00Z", settings.clone());
+    d.term = 1;
+    d.leading = true;
+    d.hold_proposals = true;
+    d.input(Input::Raft(d.status()));
+    let start = d.held.remove(0);
+    d.commit(start);
+    // Ready to schedule, but a write taken now would be judged by the old settings.
+    assert!(!d.node.is_ready_leader());
+    assert_eq!(d.held, [Command::SetSettings(settings.clone())]);
+    // Its `SetSettings` proposal was lost: it proposes again.
+    d.held.clear();
+    d.pass(Duration::from_secs(3));
+    assert_eq!(d.held, [Command::SetSettings(settings.clone())]);
+    d.hold_proposals = false;
+    let set = d.held.remove(0);
+    d.commit(set);
+    assert!(d.node.is_ready_leader());
+    assert_eq!(d.node.state().settings(), &settings);
 }
 
 #[test]
