@@ -96,18 +96,32 @@ pub(super) async fn watch(
     let mut stopping: Option<Stopping> = None;
     // The command's process id and start, as last read.
     let mut started: Option<(u32, Timestamp)> = None;
-    // A run just handed over has nothing written yet: its first look waits for the
-    // supervisor's news (or a stop, or the poll), sparing a run three system calls.
-    let mut handed_over = matches!(
+    // Each look but the first waits for the supervisor's news, a stop, or the poll. A
+    // run just handed over has nothing written yet, so its first look waits too, sparing
+    // a run three system calls.
+    let mut look_at_once = !matches!(
         (&supervisor, &announce),
         (Supervisor::Resident(_), Announce::Started)
     );
     let end = loop {
-        if std::mem::take(&mut handed_over) {
+        if !std::mem::take(&mut look_at_once) {
+            let wait = match &stopping {
+                Some(s) if !s.killed => {
+                    poll.min(s.kill_at.saturating_duration_since(Instant::now()))
+                }
+                _ => poll,
+            };
             tokio::select! {
-                () = tokio::time::sleep(poll) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = handle.wake.notified() => {}
                 () = supervisor.exited() => {}
+                changed = alive.changed() => {
+                    if changed.is_err() {
+                        // The executor is gone, as with a daemon that died: the run goes
+                        // on, for a later daemon to find.
+                        return;
+                    }
+                }
             }
         }
         let status = read_status(&dir);
@@ -152,22 +166,6 @@ pub(super) async fn watch(
                     supervisor.last_words(),
                 ),
             };
-        }
-        let wait = match &stopping {
-            Some(s) if !s.killed => poll.min(s.kill_at.saturating_duration_since(Instant::now())),
-            _ => poll,
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = handle.wake.notified() => {}
-            () = supervisor.exited() => {}
-            changed = alive.changed() => {
-                if changed.is_err() {
-                    // The executor is gone, as with a daemon that died: the run goes on,
-                    // for a later daemon to find.
-                    return;
-                }
-            }
         }
     };
     shared.unregister(run);
