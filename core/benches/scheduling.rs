@@ -338,6 +338,7 @@ impl Replica {
                     host: Some(ME),
                     term: TERM,
                     at,
+                    key: None,
                 })
             })
             .collect();

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::HostId;
 use crate::job::{JobError, JobName, JobSpec};
-use crate::run::{Reason, Run, RunId, RunState, Trigger};
+use crate::run::{Reason, Run, RunId, RunState, Trigger, TriggerKey};
 use crate::state::Settings;
 use crate::time::Timestamp;
 
@@ -158,6 +158,9 @@ pub struct Declare {
     pub term: u64,
     /// When the leader decided.
     pub at: Timestamp,
+    /// For a manual run, the client's key for its request: a second declaration with a
+    /// key the job has seen makes no run.
+    pub key: Option<TriggerKey>,
 }
 
 impl Declare {
@@ -256,6 +259,14 @@ pub enum Rejection {
     /// That fire time and attempt of that job was already declared or recorded.
     #[error("already declared or recorded")]
     Duplicate,
+    /// A manual run of the job was already made for that trigger key.
+    #[error("trigger key `{key}` already made run {run}")]
+    KeyUsed {
+        /// The key.
+        key: TriggerKey,
+        /// The run it made.
+        run: RunId,
+    },
     /// The command came from a leader whose term has ended.
     #[error("term {term} is not the current term {current}")]
     StaleTerm {

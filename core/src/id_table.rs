@@ -409,6 +409,7 @@ mod tests {
             host: None,
             term: id,
             at: ts("2026-01-01T00:00:00Z"),
+            key: None,
         };
         declare.run(RunId(id))
     }

@@ -5,6 +5,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use crate::host::HostId;
 use crate::job::{Concurrency, ExecutorSpec, JobName};
@@ -153,6 +154,64 @@ pub enum Trigger {
     },
     /// A retry of a failed attempt.
     Retry,
+}
+
+/// The most characters of a [`TriggerKey`].
+pub const TRIGGER_KEY_LEN_MAX: usize = 128;
+
+/// The client's name for one request to run a job now, so that a request sent again
+/// (after a timeout, a lost answer, a change of leader) is recognised and answered with
+/// the run it made, rather than making a second run.
+///
+/// 1 to [`TRIGGER_KEY_LEN_MAX`] characters from `A-Z`, `a-z`, `0-9`, `-`, `_`, `.` and `:`,
+/// which covers UUIDs and the usual request ids.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TriggerKey(SmolStr);
+
+impl TriggerKey {
+    /// Checks `key` and wraps it; the error says what a key may hold.
+    pub fn new(key: &str) -> Result<TriggerKey, String> {
+        if key.is_empty() || key.len() > TRIGGER_KEY_LEN_MAX {
+            return Err(format!(
+                "must be 1-{TRIGGER_KEY_LEN_MAX} characters, got {}",
+                key.len()
+            ));
+        }
+        if let Some(bad) = key
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+        {
+            return Err(format!(
+                "may only hold A-Z, a-z, 0-9, '-', '_', '.' and ':'; found {bad:?}"
+            ));
+        }
+        Ok(TriggerKey(SmolStr::new(key)))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for TriggerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        TriggerKey::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for TriggerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TriggerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
 }
 
 /// The longest failure detail kept with a run, in bytes.

@@ -20,7 +20,7 @@ use crate::command::{Command, Declare, Finish, Outcome, Rejection};
 use crate::host::HostId;
 use crate::id_table::IdTable;
 use crate::job::{Concurrency, JobLimits, JobName, JobSpec};
-use crate::run::{Reason, Run, RunId, RunState, Trigger, bounded_detail};
+use crate::run::{Reason, Run, RunId, RunState, Trigger, TriggerKey, bounded_detail};
 use crate::time::Timestamp;
 
 use table::JobTable;
@@ -83,9 +83,31 @@ pub struct JobRecord {
     pub history: VecDeque<RunId>,
     /// Retries owed to failed attempts.
     pub retries: Vec<PendingRetry>,
+    /// The keys of the latest keyed manual runs and the runs they made, oldest first, at
+    /// most [`TRIGGER_KEYS_KEPT_PER_JOB`].
+    pub trigger_keys: Vec<(TriggerKey, RunId)>,
 }
 
+/// How many keyed manual runs of a job are remembered: a request sent again with the key
+/// of an older one than these makes a new run.
+pub const TRIGGER_KEYS_KEPT_PER_JOB: usize = 100;
+
 impl JobRecord {
+    /// The run a manual request with `key` made, if the job remembers it.
+    pub fn run_for_key(&self, key: &TriggerKey) -> Option<RunId> {
+        self.trigger_keys
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|&(_, run)| run)
+    }
+
+    fn remember_key(&mut self, key: TriggerKey, run: RunId) {
+        if self.trigger_keys.len() >= TRIGGER_KEYS_KEPT_PER_JOB {
+            self.trigger_keys.remove(0);
+        }
+        self.trigger_keys.push((key, run));
+    }
     /// The first fire time after the watermark: the next one to declare or record.
     pub fn next_fire(&self) -> Option<Timestamp> {
         self.spec
@@ -329,6 +351,7 @@ impl State {
                 active: Vec::new(),
                 history: VecDeque::new(),
                 retries: Vec::new(),
+                trigger_keys: Vec::new(),
             },
         );
         Ok(Outcome::JobCreated)
@@ -394,6 +417,21 @@ impl State {
             .jobs
             .get_mut(&d.job)
             .ok_or_else(|| Rejection::UnknownJob(d.job.clone()))?;
+        if let Some(key) = &d.key {
+            if !matches!(d.trigger, Trigger::Manual { .. }) {
+                return Err(Rejection::Malformed(
+                    "only a manual run carries a trigger key".into(),
+                ));
+            }
+            // Checked first: a request sent again is answered with its run, whatever
+            // has happened to the job since.
+            if let Some(run) = job.run_for_key(key) {
+                return Err(Rejection::KeyUsed {
+                    key: key.clone(),
+                    run,
+                });
+            }
+        }
         match d.trigger {
             Trigger::Schedule => {
                 if d.attempt != 1 || d.scheduled_at <= job.watermark {
@@ -440,6 +478,10 @@ impl State {
 
         let id = RunId(self.next_run);
         self.next_run += 1;
+        // Whatever is recorded of the run below, the key now names it.
+        if let Some(key) = &d.key {
+            job.remember_key(key.clone(), id);
+        }
         let mut run = d.run(id);
 
         let forced = matches!(d.trigger, Trigger::Manual { force: true });
@@ -652,6 +694,16 @@ impl State {
             }
             if job.spec.paused != job.paused_at.is_some() {
                 return fail(format!("job {name}: paused flag and pause time disagree"));
+            }
+            if job.trigger_keys.len() > TRIGGER_KEYS_KEPT_PER_JOB {
+                return fail(format!(
+                    "job {name} keeps {} trigger keys",
+                    job.trigger_keys.len()
+                ));
+            }
+            let keys: BTreeSet<&TriggerKey> = job.trigger_keys.iter().map(|(k, _)| k).collect();
+            if keys.len() != job.trigger_keys.len() {
+                return fail(format!("job {name} holds a trigger key twice"));
             }
             for (ids, active) in [
                 (&job.active, true),

@@ -16,7 +16,7 @@ use rota_core::job::{
 use rota_core::node::{
     Effect, ExecutorEvent, Input, Message, Node, NodeConfig, RaftStatus, ReportStatus,
 };
-use rota_core::run::{Reason, RunId, RunSpec, Trigger};
+use rota_core::run::{Reason, RunId, RunSpec, Trigger, TriggerKey};
 use rota_core::schedule::{Schedule, Tz};
 use rota_core::state::{Settings, State};
 use rota_core::time::{Mono, Now, Timestamp};
@@ -81,6 +81,8 @@ enum Cmd {
         trigger: u8,
         host: Option<u8>,
         term: u8,
+        /// A trigger key out of a few, so that keys repeat.
+        key: Option<u8>,
     },
     Started {
         run: u8,
@@ -257,6 +259,7 @@ fn command(cmd: &Cmd, depth: u8) -> Command {
             trigger,
             host: h,
             term,
+            key,
         } => Command::Declare(Declare {
             job: name(*job),
             scheduled_at: at(*minute % 60),
@@ -270,6 +273,7 @@ fn command(cmd: &Cmd, depth: u8) -> Command {
             host: h.map(host),
             term: u64::from(*term % 4),
             at: at(*minute % 60),
+            key: key.map(|k| TriggerKey::new(&format!("key-{}", k % 4)).expect("a valid key")),
         }),
         Cmd::Started { run, host: h } => Command::MarkStarted {
             run: RunId(u64::from(*run)),

@@ -250,6 +250,7 @@ impl Log {
                     host: Some(ME),
                     term: HISTORY_TERM,
                     at,
+                    key: None,
                 }));
                 let Outcome::Declared { run } = outcome else {
                     panic!("{name}: {outcome:?}");

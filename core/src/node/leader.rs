@@ -24,7 +24,7 @@ use crate::id_table::{IdTable, Keyed};
 use crate::job::{Concurrency, ExecutorSpec, JobName, JobSpec, MissedPolicy, Request};
 use crate::membership::{Change, Liveness, Membership};
 use crate::placement::{self, Candidate, Need, Pending};
-use crate::run::{Reason, Run, RunId, RunSpec, RunState, Trigger};
+use crate::run::{Reason, Run, RunId, RunSpec, RunState, Trigger, TriggerKey};
 use crate::state::{JobRecord, State};
 use crate::time::{Mono, Now, Timestamp};
 
@@ -53,6 +53,15 @@ pub enum TriggerError {
         /// Its active run.
         active: RunId,
     },
+}
+
+/// What answers a request to run a job now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Propose this declaration; its outcome answers the request.
+    Propose(Command),
+    /// The request's key already made this run: nothing is proposed.
+    Made(RunId),
 }
 
 /// What the leader needs from the node for one call.
@@ -561,8 +570,14 @@ impl Leader {
                     .retries_proposed
                     .insert((retry.scheduled_at, retry.attempt))
             {
-                let declare =
-                    self.declare(ctx, job, retry.scheduled_at, retry.attempt, Trigger::Retry);
+                let declare = self.declare(
+                    ctx,
+                    job,
+                    retry.scheduled_at,
+                    retry.attempt,
+                    Trigger::Retry,
+                    None,
+                );
                 self.outbox.push(Command::Declare(declare));
             }
         }
@@ -676,7 +691,7 @@ impl Leader {
     ) {
         emitter.flush(&mut self.outbox);
         emitter.planned(fire);
-        let declare = self.declare(ctx, job, fire, 1, Trigger::Schedule);
+        let declare = self.declare(ctx, job, fire, 1, Trigger::Schedule, None);
         self.outbox.push(Command::Declare(declare));
     }
 
@@ -688,6 +703,7 @@ impl Leader {
         scheduled_at: Timestamp,
         attempt: u32,
         trigger: Trigger,
+        key: Option<TriggerKey>,
     ) -> Declare {
         let blocked = job.spec.concurrency == Concurrency::Forbid
             && !job.active.is_empty()
@@ -701,6 +717,7 @@ impl Leader {
             host,
             term: self.term,
             at: ctx.now.wall,
+            key,
         };
         // A fire the state will skip takes no room on any host.
         let placed = match (host, blocked) {
@@ -766,7 +783,8 @@ impl Leader {
         ctx: &Ctx<'_>,
         name: &JobName,
         force: bool,
-    ) -> Result<Command, TriggerError> {
+        key: Option<TriggerKey>,
+    ) -> Result<Planned, TriggerError> {
         if !self.ready {
             return Err(TriggerError::NotReady);
         }
@@ -774,6 +792,11 @@ impl Leader {
             .state
             .job(name)
             .ok_or_else(|| TriggerError::UnknownJob(name.clone()))?;
+        // A request sent again: its run is the answer, even if the job is busy now. One
+        // whose first sending is not applied yet is refused when it is (`KeyUsed`).
+        if let Some(run) = key.as_ref().and_then(|key| job.run_for_key(key)) {
+            return Ok(Planned::Made(run));
+        }
         if job.spec.concurrency == Concurrency::Forbid
             && !force
             && let Some(&active) = job.active.first()
@@ -787,8 +810,8 @@ impl Leader {
             .last_manual
             .map_or(Timestamp::MIN, |t| t + Duration::from_millis(1));
         let scheduled_at = ctx.now.wall.max(after_last);
-        let declare = self.declare(ctx, job, scheduled_at, 1, Trigger::Manual { force });
-        Ok(Command::Declare(declare))
+        let declare = self.declare(ctx, job, scheduled_at, 1, Trigger::Manual { force }, key);
+        Ok(Planned::Propose(Command::Declare(declare)))
     }
 
     fn unplace(&mut self, placed: Option<Placed>) {
@@ -1752,6 +1775,7 @@ mod tests {
             host: Some(HostId(1)),
             term: 1,
             at: ts(at),
+            key: None,
         }
     }
 

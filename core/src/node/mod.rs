@@ -36,7 +36,7 @@ use crate::run::{Reason, RunId, RunSpec, RunState};
 use crate::state::{Settings, State};
 use crate::time::{Mono, Now, Timestamp};
 
-pub use leader::TriggerError;
+pub use leader::{Planned, TriggerError};
 pub use worker::{LocalRun, LocalStatus, RunLimits};
 
 use leader::Leader;
@@ -799,9 +799,10 @@ impl Node {
         now: Now,
         job: &crate::job::JobName,
         force: bool,
-    ) -> Result<Command, TriggerError> {
+        key: Option<crate::run::TriggerKey>,
+    ) -> Result<Planned, TriggerError> {
         self.now = now;
-        self.with_leader(|leader, ctx| leader.plan_trigger(ctx, job, force))
+        self.with_leader(|leader, ctx| leader.plan_trigger(ctx, job, force, key))
             .unwrap_or(Err(TriggerError::NotLeader))
     }
 

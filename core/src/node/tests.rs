@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::command::Declare;
+use crate::command::{Declare, Rejection};
 use crate::job::{Concurrency, ExecutorSpec, JobSpec, MissedPolicy, ProcessSpec};
-use crate::run::{Run, Trigger};
+use crate::run::{Run, Trigger, TriggerKey};
 use crate::testkit::{job, name, ts};
 
 const ME: HostId = HostId(1);
@@ -251,7 +251,7 @@ fn nothing_is_declared_before_the_leaders_first_entry_applies() {
         }]
     ));
     assert_eq!(
-        d.node.plan_trigger(d.now, &name("a"), false),
+        d.node.plan_trigger(d.now, &name("a"), false, None),
         Err(TriggerError::NotReady)
     );
     // Its LeaderStart proposal was lost: it proposes again, and only then leads.
@@ -612,18 +612,18 @@ fn manual_runs_obey_forbid_unless_forced() {
     let mut spec = job("f", "@manually");
     spec.concurrency = Concurrency::Forbid;
     let mut d = Driver::leader("2026-01-01T00:00:00Z", &[spec]);
-    let first = d.node.plan_trigger(d.now, &name("f"), false).unwrap();
+    let first = proposal(d.node.plan_trigger(d.now, &name("f"), false, None));
     let Outcome::Declared { run } = d.commit(first) else {
         panic!()
     };
     assert_eq!(
-        d.node.plan_trigger(d.now, &name("f"), false),
+        d.node.plan_trigger(d.now, &name("f"), false, None),
         Err(TriggerError::Busy {
             job: name("f"),
             active: run
         })
     );
-    let forced = d.node.plan_trigger(d.now, &name("f"), true).unwrap();
+    let forced = proposal(d.node.plan_trigger(d.now, &name("f"), true, None));
     // Both in the same millisecond: the second is placed one millisecond later.
     let Command::Declare(decl) = &forced else {
         panic!()
@@ -632,9 +632,57 @@ fn manual_runs_obey_forbid_unless_forced() {
     assert!(matches!(d.commit(forced), Outcome::Declared { .. }));
     assert_eq!(d.started.len(), 2);
     assert_eq!(
-        d.node.plan_trigger(d.now, &name("nope"), false),
+        d.node.plan_trigger(d.now, &name("nope"), false, None),
         Err(TriggerError::UnknownJob(name("nope")))
     );
+}
+
+/// The declaration a planned manual run proposes.
+fn proposal(planned: Result<Planned, TriggerError>) -> Command {
+    match planned {
+        Ok(Planned::Propose(command)) => command,
+        other => panic!("expected a proposal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_manual_run_requested_again_with_its_key_makes_no_second_run() {
+    let mut spec = job("f", "@manually");
+    spec.concurrency = Concurrency::Forbid;
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[spec]);
+    let key = |k: &str| Some(TriggerKey::new(k).unwrap());
+
+    // Sent, committed, and sent again (its answer was lost): the same run, even though
+    // the job now forbids another.
+    let first = proposal(d.node.plan_trigger(d.now, &name("f"), false, key("a")));
+    let Outcome::Declared { run } = d.commit(first) else {
+        panic!()
+    };
+    assert_eq!(
+        d.node.plan_trigger(d.now, &name("f"), false, key("a")),
+        Ok(Planned::Made(run))
+    );
+
+    // Sent twice before either is committed (the first timed out, the leader is
+    // slow): both are proposed, and applying the second makes nothing.
+    let mut twice = || proposal(d.node.plan_trigger(d.now, &name("f"), true, key("b")));
+    let (once, again) = (twice(), twice());
+    let Outcome::Declared { run: made } = d.commit(once) else {
+        panic!()
+    };
+    assert_eq!(
+        d.commit(again),
+        Outcome::Rejected(Rejection::KeyUsed {
+            key: TriggerKey::new("b").unwrap(),
+            run: made,
+        })
+    );
+    assert_eq!(d.started.len(), 2, "runs started: {:?}", d.started);
+
+    // Another key is another request.
+    let other = proposal(d.node.plan_trigger(d.now, &name("f"), true, key("c")));
+    assert!(matches!(d.commit(other), Outcome::Declared { .. }));
+    assert_eq!(d.started.len(), 3);
 }
 
 #[test]
@@ -947,6 +995,7 @@ fn a_host_still_running_a_run_the_cluster_holds_ended_is_told_to_stop() {
         host: Some(OTHER),
         term: d.term,
         at: d.now.wall,
+        key: None,
     });
     let Outcome::Declared { run } = d.commit(declare) else {
         panic!()

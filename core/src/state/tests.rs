@@ -49,7 +49,76 @@ fn declare(job: &str, at: &str, attempt: u32, trigger: Trigger, host: Option<Hos
         host,
         term: 1,
         at: ts(at),
+        key: None,
     })
+}
+
+/// A manual declaration carrying trigger key `key`.
+fn keyed(job: &str, at: &str, key: &str) -> Command {
+    let Command::Declare(d) = declare(job, at, 1, Trigger::Manual { force: true }, Some(H1)) else {
+        unreachable!()
+    };
+    Command::Declare(Declare {
+        key: Some(TriggerKey::new(key).unwrap()),
+        ..d
+    })
+}
+
+#[test]
+fn a_trigger_key_makes_one_run_while_the_job_remembers_it() {
+    let (mut state, mut index) = state_with(&[job("m", "@manually")]);
+    let mut apply = |state: &mut State, command: &Command| {
+        index += 1;
+        state.apply(index, command)
+    };
+    let Outcome::Declared { run } = apply(&mut state, &keyed("m", "2026-01-01T00:00:01Z", "k"))
+    else {
+        panic!()
+    };
+    // Sent again later, by another leader even: refused, naming the run it made.
+    let again = keyed("m", "2026-01-01T00:00:05Z", "k");
+    let used = Outcome::Rejected(Rejection::KeyUsed {
+        key: TriggerKey::new("k").unwrap(),
+        run,
+    });
+    assert_eq!(apply(&mut state, &again), used);
+    assert_eq!(state.job(&name("m")).unwrap().active, [run]);
+
+    // Only a manual run carries a key.
+    let Command::Declare(scheduled) = keyed("m", "2026-01-01T00:00:06Z", "s") else {
+        unreachable!()
+    };
+    let scheduled = Command::Declare(Declare {
+        trigger: Trigger::Schedule,
+        ..scheduled
+    });
+    assert!(matches!(
+        apply(&mut state, &scheduled),
+        Outcome::Rejected(Rejection::Malformed(_))
+    ));
+
+    // The job remembers its latest keys: once the first is the oldest past the bound,
+    // it is forgotten, and the others are still known.
+    for n in 0..TRIGGER_KEYS_KEPT_PER_JOB {
+        let at = ts("2026-01-01T00:01:00Z") + Duration::from_millis(n as u64);
+        let command = match keyed("m", "2026-01-01T00:00:00Z", &format!("n{n}")) {
+            Command::Declare(d) => Command::Declare(Declare {
+                scheduled_at: at,
+                at,
+                ..d
+            }),
+            _ => unreachable!(),
+        };
+        assert!(matches!(
+            apply(&mut state, &command),
+            Outcome::Declared { .. }
+        ));
+    }
+    let job = state.job(&name("m")).unwrap();
+    assert_eq!(job.trigger_keys.len(), TRIGGER_KEYS_KEPT_PER_JOB);
+    assert_eq!(job.run_for_key(&TriggerKey::new("k").unwrap()), None);
+    assert!(job.run_for_key(&TriggerKey::new("n0").unwrap()).is_some());
+    assert!(state.check_invariants().is_ok());
 }
 
 fn finish(
@@ -750,17 +819,19 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 Trigger::Manual { force: true }
             ]),
             host,
-            1u64..3
+            1u64..3,
+            prop::option::of(0u8..3)
         )
             .prop_map(
-                move |(j, m, attempt, trigger, host, term)| Command::Declare(Declare {
+                move |(j, m, attempt, trigger, host, term, key)| Command::Declare(Declare {
                     job: name(j),
                     scheduled_at: at(m),
                     attempt,
                     trigger,
                     host,
                     term,
-                    at: at(m)
+                    at: at(m),
+                    key: key.map(|k| TriggerKey::new(&format!("key-{k}")).unwrap()),
                 })
             ),
         (0u64..40, prop::sample::select(vec![H1, H2]), minute.clone()).prop_map(
@@ -849,6 +920,8 @@ proptest! {
     #[test]
     fn any_log_keeps_the_invariants_and_never_declares_a_fire_twice(log in arb_log()) {
         let mut state = State::new();
+        // Every trigger key that made a run, per series of a job: each makes one run.
+        let mut keys_used = BTreeSet::new();
         // Everything ever declared, including runs since dropped from the bounded history
         // and runs of jobs deleted and created again (a new job is a new series).
         let mut declared = BTreeSet::new();
@@ -874,6 +947,10 @@ proptest! {
                         let kind = matches!(d.trigger, Trigger::Manual { .. });
                         let key = (d.job.clone(), generation.get(&d.job).copied(), d.scheduled_at, d.attempt, kind);
                         prop_assert!(declared.insert(key), "declared twice: {d:?}");
+                        if let Some(key) = &d.key {
+                            let used = (d.job.clone(), generation.get(&d.job).copied(), key.clone());
+                            prop_assert!(keys_used.insert(used), "a trigger key made two runs: {d:?}");
+                        }
                     }
                     _ => {}
                 }

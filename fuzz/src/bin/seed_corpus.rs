@@ -43,6 +43,7 @@ fn main() {
         host: Some(HostId(2)),
         term: 3,
         at: Timestamp::from_secs(1_767_225_900),
+        key: None,
     });
     let run = RunSpec {
         id: RunId(7),

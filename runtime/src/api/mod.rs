@@ -6,6 +6,11 @@
 //! quorum at most half the lease, never indefinitely). Reads with `?stale=true` are
 //! answered by any host from its own replica. A write answered 2xx has been committed by
 //! Raft and applied.
+//!
+//! `POST /v1/jobs/{name}/run` may carry an `Idempotency-Key`: the leader answers a key
+//! the job has already seen with the run it made (`200`, `"replayed": true`), and the
+//! replicated state refuses a second declaration with that key, so a request sent again
+//! after a lost answer never makes a second run.
 
 mod output;
 pub mod views;
@@ -27,8 +32,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rota_core::command::{Command, Outcome, Rejection};
 use rota_core::host::HostId;
 use rota_core::job::{JobName, JobSpec};
-use rota_core::node::TriggerError;
-use rota_core::run::RunId;
+use rota_core::node::{Planned, TriggerError};
+use rota_core::run::{Reason, RunId, TriggerKey};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -168,6 +173,7 @@ struct Req {
     path: String,
     query: Vec<(String, String)>,
     path_and_query: String,
+    headers: hyper::HeaderMap,
     body: RequestBody,
 }
 
@@ -206,6 +212,7 @@ pub async fn route(handle: &Handle, request: Request<RequestBody>) -> Response<B
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.to_string()),
+        headers: parts.headers,
         body,
     };
     let path = req.path.clone();
@@ -630,18 +637,43 @@ async fn simple_write(handle: &Handle, req: Req, name: String, verb: Verb) -> Re
     }
 }
 
+/// The header that names a request to run a job now, so that sending it again makes no
+/// second run.
+const TRIGGER_KEY_HEADER: &str = "idempotency-key";
+
+/// The request's `Idempotency-Key`, if it has one.
+fn trigger_key(req: &Req) -> Result<Option<TriggerKey>, Box<Response<Body>>> {
+    let Some(value) = req.headers.get(TRIGGER_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("the Idempotency-Key header {why}"),
+            Some("Idempotency-Key"),
+        ))
+    };
+    let text = value.to_str().map_err(|_| bad("must be printable ASCII"))?;
+    TriggerKey::new(text).map(Some).map_err(|why| bad(&why))
+}
+
 async fn trigger(handle: &Handle, req: Req, name: String) -> Response<Body> {
     let force = req.flag("force");
     let name = match job_name(&name) {
         Ok(name) => name,
         Err(response) => return *response,
     };
+    let key = match trigger_key(&req) {
+        Ok(key) => key,
+        Err(response) => return *response,
+    };
     let plan_name = name.clone();
     let planned = handle
-        .with_node(move |node, now| node.plan_trigger(now, &plan_name, force))
+        .with_node(move |node, now| node.plan_trigger(now, &plan_name, force, key))
         .await;
     let command = match planned {
-        Ok(Ok(command)) => command,
+        Ok(Ok(Planned::Propose(command))) => command,
+        Ok(Ok(Planned::Made(run))) => return made_already(handle, run).await,
         Ok(Err(TriggerError::UnknownJob(_))) => {
             return not_found(&format!("no job named `{name}`"));
         }
@@ -660,8 +692,34 @@ async fn trigger(handle: &Handle, req: Req, name: String) -> Response<Body> {
             StatusCode::ACCEPTED,
             &json!({ "id": run.0, "state": state, "reason": reason.as_str() }),
         ),
+        Ok(Outcome::Rejected(Rejection::KeyUsed { run, .. })) => made_already(handle, run).await,
         Ok(outcome) => rejected(outcome),
         Err(response) => *response,
+    }
+}
+
+/// The answer to a request to run a job now whose key already made `run`: that run, as
+/// it is now, and no new one.
+async fn made_already(handle: &Handle, run: RunId) -> Response<Body> {
+    let now = handle
+        .with_node(move |node, _| node.state().run(run).map(|r| (r.state, r.reason)))
+        .await;
+    match now {
+        Ok(Some((state, reason))) => json_response(
+            StatusCode::OK,
+            &json!({
+                "id": run.0,
+                "state": state,
+                "reason": reason.map(Reason::as_str),
+                "replayed": true,
+            }),
+        ),
+        // Aged out of the job's history since.
+        Ok(None) => json_response(
+            StatusCode::OK,
+            &json!({ "id": run.0, "state": null, "replayed": true }),
+        ),
+        Err(_) => unavailable("this host is shutting down"),
     }
 }
 

@@ -227,8 +227,21 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, ClientError> {
+        self.json_with_headers(method, path, body, &[])
+    }
+
+    /// As [`Client::json`], with `headers` on every sending of the request (each
+    /// redirect and retry).
+    pub fn json_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, ClientError> {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("a JSON value serializes"));
-        let (url, response) = self.exchange(&self.agent, &method, path, bytes.as_deref())?;
+        let (url, response) =
+            self.exchange(&self.agent, &method, path, bytes.as_deref(), headers)?;
         let status = response.status();
         let text = response
             .into_body()
@@ -255,7 +268,7 @@ impl Client {
     /// read, so that a followed run's output shows as it is written. Answers the number
     /// of bytes copied.
     pub fn stream(&self, path: &str, out: &mut dyn Write) -> Result<u64, ClientError> {
-        let (url, response) = self.exchange(&self.stream_agent, &Method::GET, path, None)?;
+        let (url, response) = self.exchange(&self.stream_agent, &Method::GET, path, None, &[])?;
         let mut reader = response.into_body().into_reader();
         let mut buf = [0u8; 16 * 1024];
         let mut copied = 0u64;
@@ -280,13 +293,14 @@ impl Client {
         method: &Method,
         path: &str,
         body: Option<&[u8]>,
+        headers: &[(&str, &str)],
     ) -> Result<(String, Response<ureq::Body>), ClientError> {
         let deadline = Instant::now() + RETRY_BUDGET;
         'attempt: loop {
             let mut url = format!("{}{path}", self.base);
             for hop in 0..=REDIRECTS_MAX {
                 let redirected = hop > 0;
-                let response = match send(agent, method, &url, body) {
+                let response = match send(agent, method, &url, body, headers) {
                     Ok(response) => response,
                     Err(e) => {
                         let Some(why) = unreachable_reason(&e) else {
@@ -364,8 +378,12 @@ fn send(
     method: &Method,
     url: &str,
     body: Option<&[u8]>,
+    headers: &[(&str, &str)],
 ) -> Result<Response<ureq::Body>, ureq::Error> {
-    let request = Request::builder().method(method.clone()).uri(url);
+    let mut request = Request::builder().method(method.clone()).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     match body {
         Some(body) => agent.run(
             request

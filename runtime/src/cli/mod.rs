@@ -18,7 +18,10 @@ use std::thread;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use rand08::RngCore;
+use rand08::rngs::OsRng;
 use rota_core::job::JobName;
+use rota_core::run::TriggerKey;
 use serde_json::{Value, json};
 use ureq::http::{Method, StatusCode};
 
@@ -126,6 +129,11 @@ pub enum JobCommand {
         /// Run even if the job forbids overlapping runs and one is active.
         #[arg(long)]
         force: bool,
+        /// Names this request (its `Idempotency-Key`): sending it again with the same key
+        /// answers the run it made rather than making another. A fresh key is made when
+        /// none is given, so the client's own retries never run the job twice.
+        #[arg(long, value_parser = trigger_key)]
+        key: Option<TriggerKey>,
     },
     /// Show a job's next fire times.
     Next {
@@ -142,6 +150,11 @@ pub enum JobCommand {
 /// URL path.
 fn job_name(text: &str) -> Result<JobName, String> {
     JobName::new(text).map_err(|e| e.message)
+}
+
+/// Checks a trigger key on the command line as the server would.
+fn trigger_key(text: &str) -> Result<TriggerKey, String> {
+    TriggerKey::new(text)
 }
 
 /// Why a client command failed.
@@ -172,6 +185,19 @@ pub enum CliError {
     /// Standard output could not be written.
     #[error("cannot write to standard output: {0}")]
     Stdout(#[from] io::Error),
+    /// The system gave no randomness for a request's key.
+    #[error("cannot draw a random key for the request ({0}); give one with --key")]
+    NoRandomKey(String),
+    /// A request to run a job now failed in a way that may still have made the run.
+    #[error(
+        "{source}\nthe run may have been made: send the request again with `--key {key}` to get its run rather than a second one"
+    )]
+    RunUnsure {
+        /// Why it failed.
+        source: ClientError,
+        /// The request's key.
+        key: TriggerKey,
+    },
 }
 
 /// Runs one client command and answers the process's exit code; errors are printed to
@@ -266,9 +292,31 @@ fn job(
             let fires = client.get(&format!("/v1/jobs/{name}/next?count={count}"))?;
             show(out, output, &fires, table::next_fires)?;
         }
-        JobCommand::Run { name, wait, force } => {
+        JobCommand::Run {
+            name,
+            wait,
+            force,
+            key,
+        } => {
             let query = if force { "?force=true" } else { "" };
-            let reply = client.json(Method::POST, &format!("/v1/jobs/{name}/run{query}"), None)?;
+            let key = match key {
+                Some(key) => key,
+                None => fresh_trigger_key()?,
+            };
+            let reply = client
+                .json_with_headers(
+                    Method::POST,
+                    &format!("/v1/jobs/{name}/run{query}"),
+                    None,
+                    &[("idempotency-key", key.as_str())],
+                )
+                .map_err(|source| match source {
+                    // Refused, or never sent: no run was made.
+                    ClientError::Api { .. }
+                    | ClientError::BadApi { .. }
+                    | ClientError::Unreachable { .. } => CliError::Client(source),
+                    source => CliError::RunUnsure { source, key },
+                })?;
             let Some(id) = reply.body["id"].as_u64() else {
                 return Err(CliError::UnexpectedAnswer {
                     what: "a run id",
@@ -279,11 +327,26 @@ fn job(
                 return wait_for_run(client, id, out);
             }
             show(out, output, &reply.body, |run| {
-                format!("run {id} {}\n", summary(run))
+                let earlier = if run["replayed"] == true {
+                    " (made earlier for this key)"
+                } else {
+                    ""
+                };
+                format!("run {id} {}{earlier}\n", summary(run))
             })?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A key no other request is expected to have: 128 random bits from the system.
+fn fresh_trigger_key() -> Result<TriggerKey, CliError> {
+    let mut bits = [0u8; 16];
+    OsRng
+        .try_fill_bytes(&mut bits)
+        .map_err(|e| CliError::NoRandomKey(e.to_string()))?;
+    let key = format!("cli-{:032x}", u128::from_le_bytes(bits));
+    Ok(TriggerKey::new(&key).expect("a hexadecimal key is valid"))
 }
 
 /// Prints `value` as pretty JSON, or as `table` makes it.
