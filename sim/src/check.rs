@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rota_core::job::{Concurrency, JobName};
-use rota_core::run::{Run, RunState, Trigger};
+use rota_core::run::{Run, RunState, Trigger, TriggerKey};
 use rota_core::state::State;
 use rota_core::time::Timestamp;
 
 use crate::executor::TruthRun;
-use crate::plan::EPOCH;
+use crate::plan::{EPOCH, Write};
 use crate::world::{History, PAUSE_AFTER_HEAL_MS};
 
 /// What the checkers found.
@@ -185,6 +185,47 @@ pub fn check(h: &History) -> Report {
             fail(format!(
                 "job {} was acknowledged at {} ms but is gone",
                 ack.job, ack.at_ms
+            ));
+        }
+    }
+
+    // 6. A trigger sent again makes no second run: a job has no more manual runs than
+    // triggers were asked of it, and the key of each acknowledged one names its run.
+    let mut asked: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, write) in &h.plan.writes {
+        if let Write::Trigger { job } = write {
+            *asked.entry(h.plan.jobs[*job].name.as_str()).or_default() += 1;
+        }
+    }
+    for (name, job) in reference.jobs() {
+        let manual = reference
+            .runs_of(job)
+            .filter(|r| matches!(r.trigger, Trigger::Manual { .. }))
+            .count();
+        let asked = asked.get(name.as_str()).copied().unwrap_or(0);
+        if manual > asked {
+            fail(format!(
+                "job {name} has {manual} manual runs for {asked} triggers"
+            ));
+        }
+    }
+    for ack in h.acked.iter().filter(|a| a.what == "trigger") {
+        let (Ok(name), Some(Ok(key))) = (
+            JobName::new(&ack.job),
+            ack.key.as_deref().map(TriggerKey::new),
+        ) else {
+            fail(format!(
+                "trigger of {} acknowledged without a valid key",
+                ack.job
+            ));
+            continue;
+        };
+        if let Some(job) = reference.job(&name)
+            && job.run_for_key(&key).is_none()
+        {
+            fail(format!(
+                "trigger {key} of {name} was acknowledged at {} ms but names no run",
+                ack.at_ms
             ));
         }
     }

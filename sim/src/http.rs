@@ -31,6 +31,7 @@ pub async fn request(
     method: &str,
     path: &str,
     body: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> io::Result<Answer> {
     let call = async {
         let stream = turmoil::net::TcpStream::connect(addr).await?;
@@ -40,11 +41,15 @@ pub async fn request(
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", addr.to_string())
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
             .map_err(io_err)?;
         let response = sender.send_request(request).await.map_err(io_err)?;
@@ -77,10 +82,11 @@ pub async fn follow(
     method: &str,
     path: &str,
     body: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> io::Result<Answer> {
     let (mut addr, mut path) = (addr, path.to_owned());
     for _ in 0..5 {
-        let answer = request(addr, method, &path, body).await?;
+        let answer = request(addr, method, &path, body, headers).await?;
         let Some(location) = answer.location.as_deref().filter(|_| answer.status == 302) else {
             return Ok(answer);
         };

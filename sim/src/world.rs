@@ -67,6 +67,8 @@ pub struct Acked {
     pub what: String,
     /// The job.
     pub job: String,
+    /// The request's `Idempotency-Key`, for a trigger.
+    pub key: Option<String>,
 }
 
 /// Free resources that wander from sample to sample (seeded), so that placement
@@ -637,15 +639,14 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
     for job in &plan.jobs {
         write(
             &shared,
-            "POST",
-            "/v1/jobs",
-            Some(&job.json),
+            ("POST", "/v1/jobs", Some(&job.json)),
             &job.name,
             "create",
+            None,
         )
         .await;
     }
-    for (at, w) in &plan.writes {
+    for (index, (at, w)) in plan.writes.iter().enumerate() {
         let now = elapsed_ms();
         if *at > now {
             tokio::time::sleep(Duration::from_millis(at - now)).await;
@@ -655,44 +656,41 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
                 let name = &plan.jobs[*job].name;
                 write(
                     &shared,
-                    "POST",
-                    &format!("/v1/jobs/{name}/pause"),
-                    None,
+                    ("POST", &format!("/v1/jobs/{name}/pause"), None),
                     name,
                     "pause",
+                    None,
                 )
                 .await;
                 tokio::time::sleep(Duration::from_millis(*for_ms)).await;
                 write(
                     &shared,
-                    "POST",
-                    &format!("/v1/jobs/{name}/resume"),
-                    None,
+                    ("POST", &format!("/v1/jobs/{name}/resume"), None),
                     name,
                     "resume",
+                    None,
                 )
                 .await;
             }
             Write::Trigger { job } => {
                 let name = &plan.jobs[*job].name;
+                let key = format!("write-{index}");
                 write(
                     &shared,
-                    "POST",
-                    &format!("/v1/jobs/{name}/run?force=true"),
-                    None,
+                    ("POST", &format!("/v1/jobs/{name}/run?force=true"), None),
                     name,
                     "trigger",
+                    Some(&key),
                 )
                 .await;
             }
             Write::Create { job } => {
                 write(
                     &shared,
-                    "POST",
-                    "/v1/jobs",
-                    Some(&job.json),
+                    ("POST", "/v1/jobs", Some(&job.json)),
                     &job.name,
                     "create",
+                    None,
                 )
                 .await;
             }
@@ -714,11 +712,10 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
     for name in names {
         write(
             &shared,
-            "POST",
-            &format!("/v1/jobs/{name}/pause"),
-            None,
+            ("POST", &format!("/v1/jobs/{name}/pause"), None),
             &name,
             "final-pause",
+            None,
         )
         .await;
     }
@@ -726,15 +723,16 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
 }
 
 /// One write, retried through other hosts until acknowledged or given up (unacknowledged
-/// writes are not checked).
+/// writes are not checked). A trigger carries `key`, so that sending it again makes no
+/// second run.
 async fn write(
     shared: &Rc<Shared>,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
+    (method, path, body): (&str, &str, Option<&str>),
     job: &str,
     what: &str,
+    key: Option<&str>,
 ) {
+    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
     for attempt in 0..20usize {
         // Ask a host that is up (an operator's client would fail over the same way).
         let up: Vec<usize> = shared
@@ -750,12 +748,19 @@ async fn write(
             continue;
         };
         let ip = turmoil::lookup(host_name(target));
-        match http::follow(SocketAddr::new(ip, 7070), method, path, body).await {
+        if attempt > 0 && key.is_some() {
+            *lock(&shared.marks).entry("trigger-resent").or_default() += 1;
+        }
+        match http::follow(SocketAddr::new(ip, 7070), method, path, body, &headers).await {
             Ok(answer) if (200..300).contains(&answer.status) => {
+                if answer.body.contains("\"replayed\":true") {
+                    *lock(&shared.marks).entry("trigger-replayed").or_default() += 1;
+                }
                 shared.acked.borrow_mut().push(Acked {
                     at_ms: elapsed_ms(),
                     what: what.to_owned(),
                     job: job.to_owned(),
+                    key: key.map(str::to_owned),
                 });
                 return;
             }

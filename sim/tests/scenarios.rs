@@ -123,3 +123,16 @@ fn a_seed_replays_byte_for_byte() {
     assert!(!first.history.truth.is_empty());
     assert_eq!(first.history.fingerprint(), second.history.fingerprint());
 }
+
+#[test]
+fn a_trigger_whose_answer_is_lost_is_sent_again_and_makes_one_run() {
+    // Seed 17 as drawn: a trigger is committed while faults keep its answer from the
+    // client, which sends it again through another host. Sent without its key, that
+    // second sending made a second and a third manual run of the job.
+    let outcome = run(Plan::from_seed(17));
+    assert!(
+        mark(&outcome, "trigger-resent") > 0 && mark(&outcome, "trigger-replayed") > 0,
+        "the trigger was not sent again, or not answered with its run: {:?}",
+        outcome.history.marks
+    );
+}
