@@ -137,12 +137,26 @@ impl Api {
         path_or_url: &str,
         body: Option<&str>,
     ) -> Result<Answer, String> {
+        self.request_with_headers(method, path_or_url, body, &[])
+    }
+
+    /// Sends one request to a path or a full URL, with `headers`.
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path_or_url: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, String> {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_owned()
         } else {
             format!("{}{path_or_url}", self.base)
         };
-        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let result = match body {
             Some(body) => self.agent.run(
                 request
@@ -176,12 +190,23 @@ impl Api {
 
     /// Sends a request and follows redirects (at most 5), as the CLI does.
     pub fn follow(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer, String> {
-        let mut answer = self.request(method, path, body)?;
+        self.follow_with_headers(method, path, body, &[])
+    }
+
+    /// As [`Api::follow`], with `headers` on every request.
+    pub fn follow_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, String> {
+        let mut answer = self.request_with_headers(method, path, body, headers)?;
         for _ in 0..5 {
             match (answer.status, &answer.location) {
                 (301 | 302 | 307 | 308, Some(location)) => {
                     let location = location.clone();
-                    answer = self.request(method, &location, body)?;
+                    answer = self.request_with_headers(method, &location, body, headers)?;
                 }
                 _ => break,
             }

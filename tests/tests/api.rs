@@ -613,6 +613,26 @@ fn bad_requests_are_refused_with_what_to_fix_and_change_nothing() {
     ] {
         refused(&api, (method, path, Some("{}")), 405, None, &before);
     }
+    // A request to run a job now with a key that is not one: nothing runs.
+    for key in ["", "has space", &"k".repeat(129)] {
+        let answer = api
+            .follow_with_headers(
+                "POST",
+                "/v1/jobs/keep/run",
+                None,
+                &[("idempotency-key", key)],
+            )
+            .unwrap();
+        assert_eq!(answer.status, 400, "key {key:?}: {}", answer.text);
+        assert_eq!(answer.body["field"], "Idempotency-Key", "{}", answer.text);
+    }
+    let runs = api.get("/v1/jobs/keep/runs").body;
+    let manual = runs.as_array().map(|runs| {
+        runs.iter()
+            .filter(|run| run["trigger"] != "schedule")
+            .count()
+    });
+    assert_eq!(manual, Some(0), "a refused request made a run: {runs}");
     assert_eq!(api.get("/v1/jobs/keep").text, job_before);
 }
 

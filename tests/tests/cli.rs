@@ -315,6 +315,32 @@ fn a_run_is_waited_for_listed_and_its_output_printed_and_followed() {
         "first\nsecond\n"
     );
 
+    // A request sent again with its key answers the run it made, and makes no other.
+    let keyed = |key: &str| {
+        rota(&api, &["job", "run", "exit3", "--key", key, "-o", "json"])
+            .ok()
+            .json()
+    };
+    let first = keyed("retry-1");
+    let again = keyed("retry-1");
+    assert_eq!(first["id"], again["id"], "{first} then {again}");
+    assert_eq!(again["replayed"], true, "{again}");
+    assert!(first["replayed"].is_null(), "{first}");
+    let other = keyed("retry-2");
+    assert_ne!(other["id"], first["id"], "{other}");
+    let made = rota(&api, &["runs", "exit3", "-o", "json"]).ok().json();
+    let ids: Vec<&Value> = made
+        .as_array()
+        .unwrap_or_else(|| panic!("{made}"))
+        .iter()
+        .map(|run| &run["id"])
+        .collect();
+    assert_eq!(ids.len(), 3, "one run by --wait and two by keys: {made}");
+    // A key that is not one is refused before anything is sent.
+    let bad = rota(&api, &["job", "run", "exit3", "--key", "has space"]);
+    assert_ne!(bad.code, Some(0), "{bad:#?}");
+    assert!(bad.stderr.contains("--key"), "{bad:#?}");
+
     // Following a running run shows its first line while it still runs.
     let started = rota(&api, &["job", "run", "slow", "-o", "json"])
         .ok()
