@@ -310,13 +310,7 @@ fn job(
                     None,
                     &[("idempotency-key", key.as_str())],
                 )
-                .map_err(|source| match source {
-                    // Refused, or never sent: no run was made.
-                    ClientError::Api { .. }
-                    | ClientError::BadApi { .. }
-                    | ClientError::Unreachable { .. } => CliError::Client(source),
-                    source => CliError::RunUnsure { source, key },
-                })?;
+                .map_err(|source| run_failed(source, key))?;
             let Some(id) = reply.body["id"].as_u64() else {
                 return Err(CliError::UnexpectedAnswer {
                     what: "a run id",
@@ -337,6 +331,20 @@ fn job(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a request to run a job now failed: when the request may have reached the leader,
+/// with the key to send it again under.
+fn run_failed(source: ClientError, key: TriggerKey) -> CliError {
+    match source {
+        // Refused by the API, or never sent: no run was made. A request that timed out
+        // or lost its connection may have been sent.
+        ClientError::Api { .. } | ClientError::BadApi { .. } => CliError::Client(source),
+        ClientError::Unreachable { ref why, .. } if why == "connection refused" => {
+            CliError::Client(source)
+        }
+        source => CliError::RunUnsure { source, key },
+    }
 }
 
 /// A key no other request is expected to have: 128 random bits from the system.
@@ -524,6 +532,37 @@ fn exit_code(run: &Value) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_request_that_may_have_been_made_says_how_to_send_it_again() {
+        let key = fresh_trigger_key().unwrap();
+        assert_ne!(key, fresh_trigger_key().unwrap());
+        let unsure = run_failed(
+            ClientError::NoLeader {
+                message: "the write was not committed within 1000 ms".into(),
+            },
+            key.clone(),
+        );
+        let text = unsure.to_string();
+        assert!(
+            text.contains(&format!("--key {key}")) && text.contains("not committed"),
+            "{text}"
+        );
+        // Nothing was sent: nothing to send again. A timeout may have come after the
+        // request was sent.
+        let unreachable = |why: &str| {
+            run_failed(
+                ClientError::Unreachable {
+                    api: DEFAULT_API.into(),
+                    why: why.into(),
+                },
+                key.clone(),
+            )
+            .to_string()
+        };
+        assert!(!unreachable("connection refused").contains("--key"));
+        assert!(unreachable("timed out").contains("--key"));
+    }
 
     #[test]
     fn a_waited_run_exits_with_its_own_code_when_it_has_one() {
