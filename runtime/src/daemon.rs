@@ -147,6 +147,50 @@ pub enum ProposeError {
 
 /// Reads this host's id and boot count from the data directory (creating them on the
 /// first start), so a restarted host keeps its identity and outranks its earlier self.
+/// How the data directory encodes the replicated state (the Raft log's entries and the
+/// snapshots, in postcard, which names no field): raised by every change to the commands
+/// or the state that leaves older files unreadable. Format 1 is every data directory
+/// from before the number was kept; format 2 added manual runs' trigger keys.
+const DATA_FORMAT: u32 = 2;
+
+/// The file in the data directory that holds its [`DATA_FORMAT`].
+const DATA_FORMAT_FILE: &str = "format";
+
+/// The file in the data directory that holds the host's id; written at its first start.
+const HOST_ID_FILE: &str = "host-id";
+
+/// Refuses a data directory written in another format, with what to do about it, before
+/// anything in it is read as state; marks a new one with this format.
+fn check_data_format(disk: &dyn crate::io::Disk, data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join(DATA_FORMAT_FILE);
+    let found = match disk.read(&path)? {
+        Some(bytes) => String::from_utf8_lossy(&bytes)
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|format| *format > 0)
+            .with_context(|| {
+                format!(
+                    "{} does not hold a data format number; restore it or remove the data directory",
+                    path.display()
+                )
+            })?,
+        // A host that has started before, from before the format was kept.
+        None if disk.read(&data_dir.join(HOST_ID_FILE))?.is_some() => 1,
+        None => {
+            disk.write_atomic(&path, DATA_FORMAT.to_string().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            return Ok(());
+        }
+    };
+    anyhow::ensure!(
+        found == DATA_FORMAT,
+        "the data directory {} holds rota's state in data format {found}, and this rota reads format {DATA_FORMAT} only: run the rota that wrote it, or start this host with an empty data directory (every host of a cluster must use the same format)",
+        data_dir.display()
+    );
+    Ok(())
+}
+
 fn host_identity(io: &Io, config: &Config, seed: u64) -> anyhow::Result<(HostId, u64)> {
     let disk = &io.disk;
     disk.create_dir_all(&config.data_dir).with_context(|| {
@@ -155,7 +199,8 @@ fn host_identity(io: &Io, config: &Config, seed: u64) -> anyhow::Result<(HostId,
             config.data_dir.display()
         )
     })?;
-    let id_path = config.data_dir.join("host-id");
+    check_data_format(disk.as_ref(), &config.data_dir)?;
+    let id_path = config.data_dir.join(HOST_ID_FILE);
     let stored = match disk.read(&id_path)? {
         Some(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
@@ -1064,6 +1109,43 @@ mod tests {
     use rota_core::time::Timestamp;
 
     use super::*;
+    use crate::io::{Disk, FsDisk};
+
+    #[test]
+    fn a_data_directory_in_another_format_is_refused_naming_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let format_file = data.join(DATA_FORMAT_FILE);
+        // New: marked with this format, and then accepted.
+        check_data_format(&FsDisk, data).unwrap();
+        let written = FsDisk.read(&format_file).unwrap().unwrap();
+        assert_eq!(written, DATA_FORMAT.to_string().as_bytes());
+        check_data_format(&FsDisk, data).unwrap();
+
+        // A host that started before formats were kept: format 1.
+        FsDisk.remove(&format_file).unwrap();
+        FsDisk.write_atomic(&data.join(HOST_ID_FILE), b"7").unwrap();
+        let old = check_data_format(&FsDisk, data).unwrap_err().to_string();
+        assert!(
+            old.contains("data format 1") && old.contains("empty data directory"),
+            "{old}"
+        );
+        assert!(
+            FsDisk.read(&format_file).unwrap().is_none(),
+            "refused, yet marked"
+        );
+
+        // A later format, and a damaged file.
+        FsDisk.write_atomic(&format_file, b"9\n").unwrap();
+        let later = check_data_format(&FsDisk, data).unwrap_err().to_string();
+        assert!(later.contains("data format 9"), "{later}");
+        FsDisk.write_atomic(&format_file, b"two").unwrap();
+        let damaged = format!("{:#}", check_data_format(&FsDisk, data).unwrap_err());
+        assert!(
+            damaged.contains("does not hold a data format number"),
+            "{damaged}"
+        );
+    }
 
     fn pause(name: &str) -> Command {
         Command::PauseJob {
