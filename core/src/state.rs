@@ -108,6 +108,7 @@ impl JobRecord {
         }
         self.trigger_keys.push((key, run));
     }
+
     /// The first fire time after the watermark: the next one to declare or record.
     pub fn next_fire(&self) -> Option<Timestamp> {
         self.spec
