@@ -732,7 +732,10 @@ async fn write(
     what: &str,
     key: Option<&str>,
 ) {
-    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+    let headers: Vec<(&str, &str)> = key
+        .map(|k| (runtime::api::TRIGGER_KEY_HEADER, k))
+        .into_iter()
+        .collect();
     for attempt in 0..20usize {
         // Ask a host that is up (an operator's client would fail over the same way).
         let up: Vec<usize> = shared
@@ -753,7 +756,9 @@ async fn write(
         }
         match http::follow(SocketAddr::new(ip, 7070), method, path, body, &headers).await {
             Ok(answer) if (200..300).contains(&answer.status) => {
-                if answer.body.contains("\"replayed\":true") {
+                let replayed = serde_json::from_str::<serde_json::Value>(&answer.body)
+                    .is_ok_and(|body| body["replayed"] == true);
+                if replayed {
                     *lock(&shared.marks).entry("trigger-replayed").or_default() += 1;
                 }
                 shared.acked.borrow_mut().push(Acked {

@@ -639,7 +639,7 @@ async fn simple_write(handle: &Handle, req: Req, name: String, verb: Verb) -> Re
 
 /// The header that names a request to run a job now, so that sending it again makes no
 /// second run.
-const TRIGGER_KEY_HEADER: &str = "idempotency-key";
+pub const TRIGGER_KEY_HEADER: &str = "idempotency-key";
 
 /// The request's `Idempotency-Key`, if it has one.
 fn trigger_key(req: &Req) -> Result<Option<TriggerKey>, Box<Response<Body>>> {

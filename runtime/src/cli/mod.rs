@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use ureq::http::{Method, StatusCode};
 
 use client::{Client, ClientError, DEFAULT_API};
+
+use crate::api::TRIGGER_KEY_HEADER;
 use job_file::JobFileError;
 
 /// How often `job run --wait` looks at a run that has not started or not ended yet.
@@ -308,7 +310,7 @@ fn job(
                     Method::POST,
                     &format!("/v1/jobs/{name}/run{query}"),
                     None,
-                    &[("idempotency-key", key.as_str())],
+                    &[(TRIGGER_KEY_HEADER, key.as_str())],
                 )
                 .map_err(|source| run_failed(source, key))?;
             let Some(id) = reply.body["id"].as_u64() else {
