@@ -50,6 +50,10 @@ enum Op {
         node: u8,
         cpu_free: u16,
     },
+    Docker {
+        node: u8,
+        has: bool,
+    },
     ProposalFailed {
         node: u8,
         command: Cmd,
@@ -205,11 +209,18 @@ fn spec(job: u8, schedule: u8, concurrency: u8, retries: u8) -> JobSpec {
         schedule: Schedule::parse(SCHEDULES[schedule as usize % SCHEDULES.len()])
             .expect("a valid schedule"),
         timezone: Tz::UTC,
-        executor: Arc::new(ExecutorSpec::Process(ProcessSpec {
-            command: vec!["true".into()],
-            env: BTreeMap::new(),
-            cwd: None,
-        })),
+        // One job in four needs Docker, which hosts gain and lose (`Op::Docker`).
+        executor: Arc::new(if job % 4 == 3 {
+            ExecutorSpec::Docker(
+                serde_json::from_str(r#"{"image": "fuzz:1"}"#).expect("a valid docker spec"),
+            )
+        } else {
+            ExecutorSpec::Process(ProcessSpec {
+                command: vec!["true".into()],
+                env: BTreeMap::new(),
+                cwd: None,
+            })
+        }),
         concurrency: [
             Concurrency::Allow,
             Concurrency::Forbid,
@@ -578,6 +589,9 @@ pub fn core_inputs(data: &[u8]) {
                     disk_free_mb: 80_000,
                 };
                 cluster.nodes[node as usize % NODES].handle(cluster.now, Input::Resources(sample));
+            }
+            Op::Docker { node, has } => {
+                cluster.nodes[node as usize % NODES].handle(cluster.now, Input::Docker(has));
             }
             Op::ProposalFailed { node, command: cmd } => {
                 cluster.nodes[node as usize % NODES]

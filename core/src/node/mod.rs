@@ -247,6 +247,10 @@ pub enum Input {
     Executor(ExecutorEvent),
     /// A fresh resource sample of this host.
     Resources(ResourceSample),
+    /// Whether this host's Docker engine answers, when that changed after the node was
+    /// made: an engine started after the host, or one that stopped answering. The
+    /// cluster learns it with the host's next gossip, and places docker runs by it.
+    Docker(bool),
     /// Join the cluster through the host at this address.
     Join(SocketAddr),
     /// A proposal failed (this host is no longer leader, or Raft refused it).
@@ -600,6 +604,9 @@ pub struct Node {
     next_rejoin: Mono,
     /// How many times this host has become leader since it started.
     leaderships: u64,
+    /// This host's latest resource sample, published again with any other change of
+    /// what it tells the cluster about itself.
+    sample: ResourceSample,
     effects: VecDeque<Effect>,
 }
 
@@ -622,6 +629,7 @@ impl Node {
             seeds: Vec::new(),
             next_rejoin: now.mono,
             leaderships: 0,
+            sample: ResourceSample::default(),
             effects: VecDeque::new(),
         };
         node.publish_info(ResourceSample::default());
@@ -732,6 +740,12 @@ impl Node {
             }
             Input::Executor(event) => self.worker.on_executor(now, event, &mut self.effects),
             Input::Resources(sample) => self.publish_info(sample),
+            Input::Docker(has) => {
+                if has != self.config.docker {
+                    self.config.docker = has;
+                    self.publish_info(self.sample);
+                }
+            }
             Input::Join(addr) => {
                 if !self.seeds.contains(&addr) && self.seeds.len() < SEEDS_MAX {
                     self.seeds.push(addr);
@@ -868,6 +882,7 @@ impl Node {
         if !sample.is_consistent() {
             return;
         }
+        self.sample = sample;
         let info = HostInfo {
             resources: sample,
             tags: self.config.tags.clone(),

@@ -686,6 +686,57 @@ fn a_manual_run_requested_again_with_its_key_makes_no_second_run() {
 }
 
 #[test]
+fn a_docker_engine_found_or_lost_after_start_changes_where_docker_runs_go() {
+    let mut spec = job("boxed", "@manually");
+    spec.executor = Arc::new(ExecutorSpec::Docker(
+        serde_json::from_str(r#"{"image": "backup:1"}"#).unwrap(),
+    ));
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[spec]);
+    let me = |d: &Driver| {
+        let members = d.node.members();
+        let view = members.iter().find(|m| m.id == ME).unwrap();
+        (view.docker, view.resources)
+    };
+    let trigger = |d: &mut Driver| {
+        let declare = proposal(d.node.plan_trigger(d.now, &name("boxed"), true, None));
+        d.commit(declare)
+    };
+
+    // Started without an engine: the docker run has nowhere to go.
+    assert_eq!(me(&d), (false, Some(sample())));
+    assert!(matches!(
+        trigger(&mut d),
+        Outcome::Recorded {
+            reason: Reason::NoCapacity,
+            ..
+        }
+    ));
+
+    // The engine answers now: the host says so with the sample it last took, and the
+    // next docker run starts here.
+    d.input(Input::Docker(true));
+    assert_eq!(me(&d), (true, Some(sample())));
+    assert!(matches!(trigger(&mut d), Outcome::Declared { .. }));
+    assert_eq!(d.started.len(), 1);
+
+    // A fresher sample keeps the engine, and an engine that stops answering is given up.
+    let mut fresher = sample();
+    fresher.cpu_free_milli = 2500;
+    d.input(Input::Resources(fresher));
+    assert_eq!(me(&d), (true, Some(fresher)));
+    d.input(Input::Docker(false));
+    assert_eq!(me(&d), (false, Some(fresher)));
+    assert!(matches!(
+        trigger(&mut d),
+        Outcome::Recorded {
+            reason: Reason::NoCapacity,
+            ..
+        }
+    ));
+    assert_eq!(d.started.len(), 1);
+}
+
+#[test]
 fn replace_stops_the_old_run_and_starts_the_new_one_after_it_ends() {
     let mut spec = job("r", "* * * * *");
     spec.concurrency = Concurrency::Replace;
