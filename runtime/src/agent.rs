@@ -1,18 +1,19 @@
 //! Starting a daemon for real: `rota agent` and `rota dev`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use rota_core::command::{Command, Outcome};
 use rota_core::job::JobSpec;
+use rota_core::node::Input;
 
 use crate::config::{Config, LogFormat};
 use crate::daemon::{self, Handle, Parts};
 use crate::executor::docker::{DockerExecutor, DockerExecutorConfig, Engine, EngineConfig};
 use crate::executor::process::{ProcessConfig, ProcessExecutor};
-use crate::executor::{Executor, Router};
+use crate::executor::{DockerSlot, Events, Executor, Router};
 use crate::io::{BoxFuture, Io};
 use crate::resources::SystemProbe;
 
@@ -64,17 +65,22 @@ pub fn shutdown_signal() -> BoxFuture<'static, ()> {
     })
 }
 
-/// Looks for the Docker engine at `config.docker.socket`: the engine, or why there is
-/// none (which is logged as a warning: the host then runs process jobs only, and tells
-/// the cluster it has no Docker, so that no docker job is placed here).
-pub async fn find_docker(config: &Config) -> Result<Engine, String> {
-    let engine = EngineConfig {
+/// How this host reaches its Docker engine, from its configuration.
+fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
         socket: config.docker.socket.clone(),
         request_timeout_ms: config.docker.request_timeout_ms,
         pull_timeout_ms: config.docker.pull_timeout_ms,
         stop_grace_ms: config.limits.stop_grace_ms,
-    };
-    match Engine::connect(engine).await {
+    }
+}
+
+/// Looks for the Docker engine at `config.docker.socket`: the engine, or why there is
+/// none (which is logged as a warning: the host then runs process jobs only, and tells
+/// the cluster it has no Docker, so that no docker job is placed here, until the engine
+/// answers; see [`watch_docker`]).
+pub async fn find_docker(config: &Config) -> Result<Engine, String> {
+    match Engine::connect(engine_config(config)).await {
         Ok(engine) => {
             tracing::info!(
                 engine = engine.description(),
@@ -85,9 +91,91 @@ pub async fn find_docker(config: &Config) -> Result<Engine, String> {
         Err(e) => {
             let why = e.to_string();
             tracing::warn!(
-                "no Docker engine answers ({why}): this host runs process jobs only, and tells the cluster it has no Docker, so no docker job is placed here; start the engine (or fix `docker.socket`) and restart rota to run docker jobs here"
+                "no Docker engine answers ({why}): this host runs process jobs only, and tells the cluster it has no Docker, so no docker job is placed here; it looks for the engine again every {} ms (config `docker.probe_interval_ms`)",
+                config.docker.probe_interval_ms
             );
             Err(why)
+        }
+    }
+}
+
+/// What [`watch_docker`] needs to take an engine into use.
+struct DockerWatch {
+    config: Config,
+    executor_config: DockerExecutorConfig,
+    slot: DockerSlot,
+    events: Events,
+    handle: Handle,
+}
+
+/// Looks at the engine every `docker.probe_interval_ms`, for as long as the daemon runs:
+/// an engine that did not answer at start-up is taken into use once it answers (the
+/// containers of this host's earlier runs are recovered then, as they are at
+/// start-up), and the cluster is told each time the engine starts or stops answering,
+/// so that docker runs are placed only where an engine answers. `answering` is what the
+/// host advertised at start-up.
+async fn watch_docker(watch: DockerWatch, mut answering: bool) {
+    let interval = Duration::from_millis(watch.config.docker.probe_interval_ms);
+    loop {
+        tokio::time::sleep(interval).await;
+        let answers = match watch.slot.get() {
+            Some(executor) => match executor.engine().ping().await {
+                Ok(()) => {
+                    if !answering {
+                        tracing::info!("the Docker engine answers again: docker jobs can run here");
+                    }
+                    true
+                }
+                Err(e) => {
+                    if answering {
+                        tracing::warn!(
+                            "the Docker engine stopped answering ({e}): this host tells the cluster it has no Docker until the engine answers again"
+                        );
+                    }
+                    false
+                }
+            },
+            None => match Engine::connect(engine_config(&watch.config)).await {
+                Ok(engine) => {
+                    let description = engine.description().to_owned();
+                    match DockerExecutor::new(
+                        watch.executor_config.clone(),
+                        engine,
+                        watch.handle.identity.id,
+                        watch.events.clone(),
+                    ) {
+                        Ok(executor) => {
+                            let recovered = executor.recover().await;
+                            let _ = watch.slot.set(executor);
+                            for event in recovered {
+                                let _ = watch.events.send(event);
+                            }
+                            tracing::info!(
+                                engine = description,
+                                "Docker engine found after start-up: docker jobs can run here now"
+                            );
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot start the docker executor: {e}");
+                            false
+                        }
+                    }
+                }
+                Err(_) => false,
+            },
+        };
+        if answers == answering {
+            continue;
+        }
+        answering = answers;
+        let told = watch
+            .handle
+            .with_node(move |node, now| node.handle(now, Input::Docker(answers)))
+            .await;
+        if told.is_err() {
+            // The daemon has stopped.
+            return;
         }
     }
 }
@@ -115,28 +203,39 @@ pub async fn start(
         runs_kept_max: limits.runs_kept_on_host_max,
         ..DockerExecutorConfig::new(runs_dir.clone(), config.cluster_name.clone())
     };
-    let executor = Box::new(move |host, events: crate::executor::Events| {
-        let process_config = ProcessConfig {
-            output_bytes_max: limits.output_bytes_max,
-            stop_grace_ms: limits.stop_grace_ms,
-            runs_kept_max: limits.runs_kept_on_host_max,
-            ..ProcessConfig::new(runs_dir)
-        };
-        let process = ProcessExecutor::new(process_config, host, events.clone())
-            .context("starting the process executor")?;
-        tracing::info!(
-            supervisor = ?process.config().supervisor,
-            "process executor ready"
+    let slot = DockerSlot::default();
+    let events_sent_to: Arc<OnceLock<Events>> = Arc::default();
+    let executor = Box::new({
+        let (slot, events_sent_to, docker_config) = (
+            Arc::clone(&slot),
+            Arc::clone(&events_sent_to),
+            docker_config.clone(),
         );
-        let (docker, no_docker) = match docker {
-            Ok(engine) => {
-                let executor = DockerExecutor::new(docker_config, engine, host, events.clone())
-                    .context("starting the docker executor")?;
-                (Some(executor), String::new())
-            }
-            Err(why) => (None, why),
-        };
-        Ok(Arc::new(Router::new(process, docker, no_docker, events)) as Arc<dyn Executor>)
+        move |host, events: Events| {
+            let process_config = ProcessConfig {
+                output_bytes_max: limits.output_bytes_max,
+                stop_grace_ms: limits.stop_grace_ms,
+                runs_kept_max: limits.runs_kept_on_host_max,
+                ..ProcessConfig::new(runs_dir)
+            };
+            let process = ProcessExecutor::new(process_config, host, events.clone())
+                .context("starting the process executor")?;
+            tracing::info!(
+                supervisor = ?process.config().supervisor,
+                "process executor ready"
+            );
+            let no_docker = match docker {
+                Ok(engine) => {
+                    let executor = DockerExecutor::new(docker_config, engine, host, events.clone())
+                        .context("starting the docker executor")?;
+                    let _ = slot.set(executor);
+                    String::new()
+                }
+                Err(why) => why,
+            };
+            let _ = events_sent_to.set(events.clone());
+            Ok(Arc::new(Router::new(process, slot, no_docker, events)) as Arc<dyn Executor>)
+        }
     });
     let parts = Parts {
         probe: Arc::new(SystemProbe::new(&config.data_dir)),
@@ -155,6 +254,16 @@ pub async fn start(
     })?;
     let (handle, task) = daemon::start(parts, shutdown).await?;
     let api = tokio::spawn(crate::api::serve(api_listener, handle.clone()));
+    let docker_watch = events_sent_to.get().cloned().map(|events| {
+        let watch = DockerWatch {
+            config: config.clone(),
+            executor_config: docker_config,
+            slot,
+            events,
+            handle: handle.clone(),
+        };
+        tokio::spawn(watch_docker(watch, has_docker))
+    });
     tracing::info!(
         host = %handle.identity.id,
         api = %config.api_addr,
@@ -165,6 +274,9 @@ pub async fn start(
     let done = async move {
         let result = task.await.context("the event loop panicked")?;
         api.abort();
+        if let Some(watch) = docker_watch {
+            watch.abort();
+        }
         result
     };
     Ok((handle, done))

@@ -142,6 +142,10 @@ pub struct DockerConfig {
     /// How long an image pull may take in all (each of its progress messages must come
     /// within `request_timeout_ms`).
     pub pull_timeout_ms: u64,
+    /// How often the host looks at its engine again: an engine that did not answer at
+    /// start-up is taken into use once it does, and one that stops answering is given
+    /// up until it answers again. The cluster learns either by gossip.
+    pub probe_interval_ms: u64,
 }
 
 impl Default for DockerConfig {
@@ -151,6 +155,7 @@ impl Default for DockerConfig {
             containers_kept_max: 0,
             request_timeout_ms: 30_000,
             pull_timeout_ms: 600_000,
+            probe_interval_ms: 30_000,
         }
     }
 }
@@ -646,6 +651,12 @@ impl Config {
                 "at least docker.request_timeout_ms and at most 86400000 ms (a day)",
             ));
         }
+        if !(100..=3_600_000).contains(&d.probe_interval_ms) {
+            return Err(bad(
+                "docker.probe_interval_ms",
+                "between 100 and 3600000 ms (an hour)",
+            ));
+        }
         Ok(())
     }
 }
@@ -786,6 +797,10 @@ mod tests {
             (
                 "[docker]\nrequest_timeout_ms = 5000\npull_timeout_ms = 1000\n",
                 "docker.pull_timeout_ms",
+            ),
+            (
+                "[docker]\nprobe_interval_ms = 99\n",
+                "docker.probe_interval_ms",
             ),
         ] {
             let err = Config::merge(toml(file), &AgentArgs::default()).unwrap_err();

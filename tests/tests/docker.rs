@@ -465,6 +465,89 @@ fn a_host_without_docker_runs_process_jobs_and_is_given_no_docker_jobs() {
     );
 }
 
+#[test]
+fn an_engine_that_answers_after_start_up_is_used_and_one_that_stops_is_given_up() {
+    if !docker_or_skip(
+        "an_engine_that_answers_after_start_up_is_used_and_one_that_stops_is_given_up",
+    ) {
+        return;
+    }
+    let image = docker_test_image();
+    let name = unique_cluster_name("late");
+    let _cleanup = DockerCleanup(name.clone());
+    // The configured socket is a link to the real one, made and removed by the test:
+    // an engine started after the agent, then stopped.
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("docker.sock");
+    let cluster = one_host(
+        &name,
+        &format!(
+            "[docker]\nsocket = \"{}\"\nprobe_interval_ms = 200\n",
+            socket.display()
+        ),
+    );
+    let api = cluster.api(0);
+    let advertised = |api: &Api| api.get("/v1/members").body[0]["docker"].as_bool();
+    let log = || std::fs::read_to_string(cluster.agents[0].log_path()).unwrap();
+    let no_capacity = |api: &Api| {
+        let id = start_run(api, "boxed");
+        let run = ended(api, id, Duration::from_secs(30));
+        assert_eq!(run["state"], "failed", "{run}");
+        assert_eq!(run["reason"], "no-capacity", "{run}");
+    };
+
+    assert_eq!(advertised(&api), Some(false));
+    create(&api, &docker_job("boxed", image, "echo boxed", "", ""));
+    no_capacity(&api);
+
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the host to advertise the engine it found",
+        || (advertised(&api) == Some(true)).then_some(()),
+    );
+    assert!(
+        log().contains("Docker engine found after start-up"),
+        "{}",
+        log()
+    );
+    let id = start_run(&api, "boxed");
+    let run = ended(&api, id, Duration::from_secs(60));
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(api.get(&format!("/v1/runs/{id}/output")).text, "boxed\n");
+
+    std::fs::remove_file(&socket).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the host to give up the engine that stopped",
+        || (advertised(&api) == Some(false)).then_some(()),
+    );
+    assert!(
+        log().contains("the Docker engine stopped answering"),
+        "{}",
+        log()
+    );
+    no_capacity(&api);
+
+    // Back again: the same executor, used again.
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the host to advertise the engine again",
+        || (advertised(&api) == Some(true)).then_some(()),
+    );
+    assert!(
+        log().contains("the Docker engine answers again"),
+        "{}",
+        log()
+    );
+    let id = start_run(&api, "boxed");
+    assert_eq!(
+        ended(&api, id, Duration::from_secs(60))["state"],
+        "succeeded"
+    );
+}
+
 /// A docker run's spec, for the executor itself.
 fn docker_run(id: u64, image: &str, script: &str) -> RunSpec {
     RunSpec {

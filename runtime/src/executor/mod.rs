@@ -8,6 +8,7 @@ pub mod docker;
 pub mod process;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use rota_core::host::HostId;
 use rota_core::node::ExecutorEvent;
@@ -47,11 +48,16 @@ pub fn run_env(spec: &RunSpec, host: HostId) -> Vec<(String, String)> {
     ]
 }
 
+/// Where a daemon's [`DockerExecutor`] is, once it has one: filled at start-up when the
+/// engine answers then, or later, when an engine that did not answer at start does.
+pub type DockerSlot = Arc<OnceLock<DockerExecutor>>;
+
 /// The executor of a daemon: sends each run to the executor of its kind, docker runs
 /// to the [`DockerExecutor`] and process runs to the [`ProcessExecutor`]. Without a
 /// Docker engine a docker run fails to launch, saying so (the leader places docker
 /// runs only on hosts that advertise an engine, so this takes a leader that still goes
-/// by what this host advertised before it restarted without one).
+/// by what this host advertised before it restarted without one, or before it found
+/// its engine gone).
 ///
 /// Both executors keep their runs' directories in the same `runs_dir`, so the router
 /// also keeps the process executor from reporting docker runs' directories, which it
@@ -59,18 +65,18 @@ pub fn run_env(spec: &RunSpec, host: HostId) -> Vec<(String, String)> {
 #[derive(Debug)]
 pub struct Router {
     process: ProcessExecutor,
-    docker: Option<DockerExecutor>,
-    /// Why there is no docker executor, for runs that need one.
+    docker: DockerSlot,
+    /// Why there was no docker executor at start-up, for runs that need one.
     no_docker: String,
     events: Events,
 }
 
 impl Router {
-    /// A router over `process` and, if this host has an engine, `docker`; `no_docker`
-    /// says why it has none.
+    /// A router over `process` and the docker executor in `docker`, when there is one;
+    /// `no_docker` says why there was none at start-up.
     pub fn new(
         process: ProcessExecutor,
-        docker: Option<DockerExecutor>,
+        docker: DockerSlot,
         no_docker: String,
         events: Events,
     ) -> Self {
@@ -92,7 +98,7 @@ impl Executor for Router {
         if !spec.executor.needs_docker() {
             return self.process.start(spec);
         }
-        match &self.docker {
+        match self.docker.get() {
             Some(docker) => docker.start(spec),
             None => {
                 let detail = format!("this host has no Docker engine: {}", self.no_docker);
@@ -110,7 +116,7 @@ impl Executor for Router {
     }
 
     fn stop(&self, run: RunId, reason: Reason) {
-        match &self.docker {
+        match self.docker.get() {
             Some(docker) if docker.owns(run) => docker.stop(run, reason),
             _ => self.process.stop(run, reason),
         }
@@ -118,7 +124,7 @@ impl Executor for Router {
 
     fn recover(&self) -> BoxFuture<'_, Vec<ExecutorEvent>> {
         Box::pin(async move {
-            let mut events = match &self.docker {
+            let mut events = match self.docker.get() {
                 Some(docker) => docker.recover().await,
                 None => Vec::new(),
             };
@@ -136,7 +142,7 @@ impl Executor for Router {
 
     fn output_path(&self, run: RunId) -> Option<PathBuf> {
         self.docker
-            .as_ref()
+            .get()
             .and_then(|docker| docker.output_path(run))
             .or_else(|| self.process.output_path(run))
     }

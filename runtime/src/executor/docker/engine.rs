@@ -184,6 +184,21 @@ impl Engine {
         &self.config.socket
     }
 
+    /// Checks that the engine still answers at its socket. A socket file that is gone
+    /// counts as no engine, whatever connection the client may still hold to the old one.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        if !self.config.socket.exists() {
+            return Err(EngineError::NoSocket(self.config.socket.clone()));
+        }
+        bounded(
+            "ping the engine",
+            self.request_timeout(),
+            self.docker.ping(),
+        )
+        .await
+        .map(drop)
+    }
+
     fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.config.request_timeout_ms)
     }
