@@ -89,6 +89,16 @@ pub enum Command {
     SetSettings(Settings),
     /// Several commands applied in order as one log entry.
     Batch(Vec<Command>),
+    /// Stops an active run on request. Its host stops the command (terminate, then kill
+    /// after the grace period) and reports it ended `stopped`; a run its host has not
+    /// started yet is never started. A run already being stopped keeps its first
+    /// reason; a stopped run is not retried.
+    StopRun {
+        /// The run.
+        run: RunId,
+        /// When it was requested.
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -106,6 +116,7 @@ impl Command {
             Command::LeaderStart { .. } => "leader-start",
             Command::SetSettings(_) => "set-settings",
             Command::Batch(_) => "batch",
+            Command::StopRun { .. } => "stop-run",
         }
     }
 

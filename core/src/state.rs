@@ -294,6 +294,7 @@ impl State {
                 Ok(Outcome::Done)
             }
             Command::Batch(_) => Err(Rejection::Malformed("nested batch".into())),
+            Command::StopRun { run, .. } => self.stop_run(*run),
         };
         result.unwrap_or_else(Outcome::Rejected)
     }
@@ -657,6 +658,15 @@ impl State {
             state: RunState::Missed,
             reason,
         })
+    }
+
+    fn stop_run(&mut self, id: RunId) -> Result<Outcome, Rejection> {
+        let run = self.runs.get_mut(id).ok_or(Rejection::UnknownRun(id))?;
+        if !run.is_active() {
+            return Err(Rejection::RunEnded(id));
+        }
+        run.stop.get_or_insert(Reason::Stopped);
+        Ok(Outcome::Done)
     }
 
     fn leader_start(&mut self, term: u64, leader: HostId) -> Result<Outcome, Rejection> {

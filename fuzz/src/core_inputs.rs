@@ -113,6 +113,9 @@ enum Cmd {
         kept: u8,
     },
     Batch(Vec<Cmd>),
+    Stop {
+        run: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -340,6 +343,10 @@ fn command(cmd: &Cmd, depth: u8) -> Command {
                 .collect(),
         ),
         Cmd::Batch(_) => Command::Batch(Vec::new()),
+        Cmd::Stop { run } => Command::StopRun {
+            run: RunId(u64::from(*run)),
+            at: at(5),
+        },
     }
 }
 

@@ -979,6 +979,13 @@ impl Leader {
             (Command::RecordMissed { job, .. }, Outcome::Rejected(_)) => {
                 self.resync_job(ctx.state, job, true)
             }
+            (Command::StopRun { run, .. }, Outcome::Done) => {
+                match ctx.state.run(*run).map(|r| r.state) {
+                    // Not started: told through its dispatch, which stops it instead.
+                    Some(RunState::Declared) => self.dispatch(ctx, *run, false),
+                    _ => self.send_stop(ctx, *run),
+                }
+            }
             _ => {}
         }
     }
@@ -1071,6 +1078,22 @@ impl Leader {
         ) else {
             return;
         };
+        // A run stopped before it started is not started: its host is told to stop it
+        // instead, and remembers it ended, so that a dispatch sent before is not started
+        // either. It is told again at each dispatch deadline until it reports.
+        if let Some(reason) = run.stop {
+            entry.waiting = false;
+            entry.deadline = ctx.now.mono + ctx.ms(ctx.config.timing.dispatch_timeout_ms);
+            ctx.send(
+                host,
+                Message::Stop {
+                    term: self.term,
+                    run: id,
+                    reason,
+                },
+            );
+            return;
+        }
         entry.waiting = waiting;
         if waiting {
             self.waiting.insert(id);

@@ -1077,3 +1077,111 @@ fn a_host_still_running_a_run_the_cluster_holds_ended_is_told_to_stop() {
         d.sent
     );
 }
+
+#[test]
+fn a_run_stopped_on_request_is_stopped_by_its_host_and_not_retried() {
+    let mut spec = job("s", "@manually");
+    spec.retries = 2;
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[spec]);
+    let stop = |d: &mut Driver, run: RunId| {
+        let at = d.now.wall;
+        d.commit(Command::StopRun { run, at })
+    };
+
+    // A run declared on another host that has not started it: that host is told to
+    // stop it instead of to start it, again until it reports. (First, while the
+    // other host, which gossip never shows here, is not yet held lost.)
+    d.input(Input::Message {
+        from: OTHER,
+        addr: addr(2),
+        message: Message::HeartbeatAck { term: d.term },
+    });
+    let declare = Command::Declare(Declare {
+        job: name("s"),
+        scheduled_at: d.now.wall,
+        attempt: 1,
+        trigger: Trigger::Manual { force: false },
+        host: Some(OTHER),
+        term: d.term,
+        at: d.now.wall,
+        key: None,
+    });
+    let Outcome::Declared { run } = d.commit(declare) else {
+        panic!()
+    };
+    d.sent.clear();
+    assert_eq!(stop(&mut d, run), Outcome::Done);
+    let told = |d: &Driver| {
+        let stops = d
+            .sent
+            .iter()
+            .filter(|(to, m)| {
+                *to == OTHER && matches!(m, Message::Stop { run: r, .. } if *r == run)
+            })
+            .count();
+        let dispatches = d
+            .sent
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::Dispatch { .. }))
+            .count();
+        (stops, dispatches)
+    };
+    assert_eq!(told(&d), (1, 0), "{:?}", d.sent);
+    d.pass(Duration::from_secs(6));
+    let (stops, dispatches) = told(&d);
+    assert!(stops > 1, "told again: {:?}", d.sent);
+    assert_eq!(dispatches, 0, "{:?}", d.sent);
+    d.input(Input::Message {
+        from: OTHER,
+        addr: addr(2),
+        message: Message::Report {
+            run,
+            status: ReportStatus::Finished {
+                started_at: None,
+                at: d.now.wall,
+                exit_code: None,
+                reason: Some(Reason::Stopped),
+                detail: Some("stopped before this host received it".into()),
+            },
+        },
+    });
+    let ended = d.node.state().run(run).unwrap();
+    assert_eq!(
+        (ended.state, ended.reason, ended.started_at),
+        (RunState::Failed, Some(Reason::Stopped), None)
+    );
+
+    // A running run: its host stops it, and it ends `stopped`, with no retry.
+    let declare = proposal(d.node.plan_trigger(d.now, &name("s"), false, None));
+    let Outcome::Declared { run } = d.commit(declare) else {
+        panic!()
+    };
+    d.execute(run, None);
+    assert_eq!(d.node.state().run(run).unwrap().state, RunState::Running);
+    assert_eq!(stop(&mut d, run), Outcome::Done);
+    assert_eq!(d.stops, [(run, Reason::Stopped)]);
+    d.input(Input::Executor(ExecutorEvent::Exited {
+        run,
+        at: d.now.wall,
+        started_at: None,
+        exit_code: None,
+        reason: Some(Reason::Stopped),
+        detail: None,
+    }));
+    let ended = d.node.state().run(run).unwrap();
+    assert_eq!(
+        (ended.state, ended.reason),
+        (RunState::Failed, Some(Reason::Stopped))
+    );
+    let declared = d.declares().len();
+    d.pass(Duration::from_secs(120));
+    assert_eq!(d.declares().len(), declared, "a stopped run is not retried");
+    assert_eq!(
+        stop(&mut d, run),
+        Outcome::Rejected(Rejection::RunEnded(run))
+    );
+    assert_eq!(
+        stop(&mut d, RunId(999)),
+        Outcome::Rejected(Rejection::UnknownRun(RunId(999)))
+    );
+}

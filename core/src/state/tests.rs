@@ -367,6 +367,75 @@ fn replace_asks_the_active_run_to_stop_and_makes_the_new_one_wait() {
 }
 
 #[test]
+fn a_run_stopped_on_request_ends_stopped_keeps_an_earlier_reason_and_owes_no_retry() {
+    let mut spec = job("a", "* * * * *");
+    spec.retries = 2;
+    spec.retry_backoff_s = 0;
+    let (mut state, mut i) = state_with(&[spec]);
+    let stop = |run| Command::StopRun {
+        run,
+        at: ts("2026-01-01T00:01:05Z"),
+    };
+    let run = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    assert_eq!(apply(&mut state, &mut i, &stop(run)), Outcome::Done);
+    assert_eq!(state.run(run).unwrap().stop, Some(Reason::Stopped));
+    // Asked again: the same request, nothing more.
+    assert_eq!(apply(&mut state, &mut i, &stop(run)), Outcome::Done);
+    // Killed by the signal: exit code 137, and still `stopped`, with no retry owed.
+    apply(
+        &mut state,
+        &mut i,
+        &finish(run, Some(H1), Some(137), None, "2026-01-01T00:01:06Z"),
+    );
+    let r = state.run(run).unwrap();
+    assert_eq!(
+        (r.state, r.reason),
+        (RunState::Failed, Some(Reason::Stopped))
+    );
+    assert!(
+        state.job(&name("a")).unwrap().retries.is_empty(),
+        "no retry is owed"
+    );
+    assert_eq!(
+        apply(&mut state, &mut i, &stop(run)),
+        Outcome::Rejected(Rejection::RunEnded(run))
+    );
+    assert_eq!(
+        apply(&mut state, &mut i, &stop(RunId(99))),
+        Outcome::Rejected(Rejection::UnknownRun(RunId(99)))
+    );
+
+    // A run already being replaced keeps that reason.
+    let mut spec = job("b", "* * * * *");
+    spec.concurrency = Concurrency::Replace;
+    apply(
+        &mut state,
+        &mut i,
+        &Command::PutJob {
+            spec: Box::new(spec),
+            replace: false,
+            at: ts("2026-01-01T00:00:00Z"),
+        },
+    );
+    let old = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("b", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("b", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H2)),
+    ));
+    assert_eq!(apply(&mut state, &mut i, &stop(old)), Outcome::Done);
+    assert_eq!(state.run(old).unwrap().stop, Some(Reason::Replaced));
+}
+
+#[test]
 fn exit_codes_decide_success_and_failures_owe_retries_with_backoff() {
     let mut spec = job("a", "@hourly");
     spec.retries = 2;
@@ -891,6 +960,10 @@ fn arb_command() -> impl Strategy<Value = Command> {
             runs_kept_per_job_max: kept,
             ..Settings::default()
         })),
+        (0u64..40, 0u32..30).prop_map(move |(r, m)| Command::StopRun {
+            run: RunId(r),
+            at: at(m)
+        }),
     ]
 }
 
