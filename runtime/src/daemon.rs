@@ -150,8 +150,15 @@ pub enum ProposeError {
 /// How the data directory encodes the replicated state (the Raft log's entries and the
 /// snapshots, in postcard, which names no field): raised by every change to the commands
 /// or the state that leaves older files unreadable. Format 1 is every data directory
-/// from before the number was kept; format 2 added manual runs' trigger keys.
-const DATA_FORMAT: u32 = 2;
+/// from before the number was kept; format 2 added manual runs' trigger keys; format 3
+/// added the request to stop a run (a new command, which a rota of format 2 cannot
+/// read, though this one reads format 2's files).
+const DATA_FORMAT: u32 = 3;
+
+/// The oldest format this rota reads. A directory in a format from here up to
+/// [`DATA_FORMAT`] is marked with [`DATA_FORMAT`] before anything is written to it, so
+/// that an older rota refuses it rather than misread what this one writes.
+const DATA_FORMAT_OLDEST_READ: u32 = 2;
 
 /// The file in the data directory that holds its [`DATA_FORMAT`].
 const DATA_FORMAT_FILE: &str = "format";
@@ -184,10 +191,19 @@ fn check_data_format(disk: &dyn crate::io::Disk, data_dir: &Path) -> anyhow::Res
         }
     };
     anyhow::ensure!(
-        found == DATA_FORMAT,
-        "the data directory {} holds rota's state in data format {found}, and this rota reads format {DATA_FORMAT} only: run the rota that wrote it, or start this host with an empty data directory (every host of a cluster must use the same format)",
+        (DATA_FORMAT_OLDEST_READ..=DATA_FORMAT).contains(&found),
+        "the data directory {} holds rota's state in data format {found}, and this rota reads formats {DATA_FORMAT_OLDEST_READ} to {DATA_FORMAT} only: run the rota that wrote it, or start this host with an empty data directory (every host of a cluster must use the same format)",
         data_dir.display()
     );
+    if found != DATA_FORMAT {
+        disk.write_atomic(&path, DATA_FORMAT.to_string().as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        tracing::info!(
+            from = found,
+            to = DATA_FORMAT,
+            "marked the data directory with this rota's data format: a rota of the older format no longer reads it"
+        );
+    }
     Ok(())
 }
 
@@ -1134,6 +1150,14 @@ mod tests {
             FsDisk.read(&format_file).unwrap().is_none(),
             "refused, yet marked"
         );
+
+        // An older format this rota reads: accepted, and marked with this one.
+        FsDisk
+            .write_atomic(&format_file, DATA_FORMAT_OLDEST_READ.to_string().as_bytes())
+            .unwrap();
+        check_data_format(&FsDisk, data).unwrap();
+        let written = FsDisk.read(&format_file).unwrap().unwrap();
+        assert_eq!(written, DATA_FORMAT.to_string().as_bytes());
 
         // A later format, and a damaged file.
         FsDisk.write_atomic(&format_file, b"9\n").unwrap();
