@@ -591,6 +591,20 @@ fn bad_requests_are_refused_with_what_to_fix_and_change_nothing() {
     ] {
         refused(&api, ("GET", path, None), 400, Some(field), &before);
     }
+    refused(
+        &api,
+        ("POST", "/v1/runs/abc/stop", None),
+        400,
+        Some("id"),
+        &before,
+    );
+    refused(
+        &api,
+        ("POST", "/v1/runs/99999/stop", None),
+        404,
+        None,
+        &before,
+    );
     // Unknown endpoints and wrong methods.
     for path in [
         "/v1/nope",
@@ -610,6 +624,7 @@ fn bad_requests_are_refused_with_what_to_fix_and_change_nothing() {
         ("POST", "/v1/status"),
         ("DELETE", "/v1/members"),
         ("POST", "/v1/runs/1"),
+        ("GET", "/v1/runs/1/stop"),
     ] {
         refused(&api, (method, path, Some("{}")), 405, None, &before);
     }

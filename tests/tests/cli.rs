@@ -398,6 +398,94 @@ fn a_run_is_waited_for_listed_and_its_output_printed_and_followed() {
 }
 
 #[test]
+fn a_running_run_is_stopped_on_request_and_ends_stopped() {
+    let (_cluster, api, _) = cluster_and_follower();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "long.json",
+        &process_job(
+            "long",
+            "@manually",
+            "echo started; sleep 60; echo never",
+            r#", "retries": 2, "retry_backoff_s": 1"#,
+        ),
+    );
+    rota(&api, &["job", "apply", "-f", &file]).ok();
+    let start = || -> u64 {
+        let run = rota(&api, &["job", "run", "long", "-o", "json"])
+            .ok()
+            .json();
+        let id = run["id"].as_u64().unwrap_or_else(|| panic!("{run}"));
+        wait_until(
+            Duration::from_secs(30),
+            &format!("run {id} to print that it started"),
+            || (rota(&api, &["logs", &id.to_string()]).stdout == "started\n").then_some(()),
+        );
+        id
+    };
+    let view = |id: u64| {
+        let runs = rota(&api, &["runs", "long", "-o", "json"]).ok().json();
+        runs.as_array()
+            .and_then(|runs| runs.iter().find(|r| r["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no run {id}: {runs}"))
+    };
+
+    // Asked, not waited for: the run is still running, and says it is being stopped.
+    let first = start();
+    let asked = rota(&api, &["stop", &first.to_string(), "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(asked["id"], first, "{asked}");
+    assert_eq!(asked["stopping"], "stopped", "{asked}");
+    let ended = wait_until(
+        Duration::from_secs(30),
+        &format!("run {first} to end"),
+        || {
+            let run = view(first);
+            (run["state"] == "failed").then_some(run)
+        },
+    );
+    assert_eq!(ended["reason"], "stopped", "{ended}");
+    assert!(ended["stopping"].is_null(), "{ended}");
+
+    // Waited for: it ends long before its command would have, without its last line.
+    let second = start();
+    let asked_at = Instant::now();
+    let stopped = rota(&api, &["stop", &second.to_string(), "--wait"]).ok();
+    assert!(
+        stopped
+            .stdout
+            .starts_with(&format!("run {second} failed (")),
+        "{stopped:#?}"
+    );
+    assert!(stopped.stdout.contains("stopped"), "{stopped:#?}");
+    assert!(
+        asked_at.elapsed() < Duration::from_secs(30),
+        "stopped after {:?}",
+        asked_at.elapsed()
+    );
+    assert_eq!(view(second)["reason"], "stopped");
+    assert_eq!(
+        rota(&api, &["logs", &second.to_string()]).ok().stdout,
+        "started\n"
+    );
+
+    // A run that has ended, or that does not exist, is refused, naming it.
+    let again = rota(&api, &["stop", &second.to_string()]);
+    assert_eq!(again.code, Some(1), "{again:#?}");
+    assert!(
+        again
+            .stderr
+            .contains(&format!("run {second} has already ended")),
+        "{again:#?}"
+    );
+    let unknown = rota(&api, &["stop", "999999"]);
+    assert_eq!(unknown.code, Some(1), "{unknown:#?}");
+    assert!(unknown.stderr.contains("no run 999999"), "{unknown:#?}");
+}
+
+#[test]
 fn no_agent_is_a_clear_error_and_a_bad_command_line_a_usage_error() {
     let refused = rota(
         "http://127.0.0.1:7070",

@@ -277,6 +277,10 @@ pub async fn route(handle: &Handle, request: Request<RequestBody>) -> Response<B
             let id = id.to_string();
             read(handle, &req, move |h, _| Box::pin(get_run(h, id))).await
         }
+        ["v1", "runs", id, "stop"] if m == Method::POST => {
+            let id = id.to_string();
+            write(handle, req, move |h, r| Box::pin(stop_run(h, r, id))).await
+        }
         ["v1", "runs", id, "output"] if m == Method::GET => {
             output::serve_output(handle, &req.path_and_query, id, req.flag("follow")).await
         }
@@ -819,6 +823,54 @@ fn run_id(text: &str) -> Result<RunId, Box<Response<Body>>> {
             Some("id"),
         ))
     })
+}
+
+/// `POST /v1/runs/{id}/stop`: asks the run's host to stop it. Answers `202` with the
+/// run as it is now (still active, `stopping`); its end comes when the host reports it.
+/// Sending it again is harmless; a run that has ended gets `409`.
+async fn stop_run(handle: &Handle, req: Req, id: String) -> Response<Body> {
+    let id = match run_id(&id) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    // Refused here when the leader's state already says why, with nothing proposed;
+    // the state decides again when the command applies.
+    let known = handle
+        .with_node(move |node, _| node.state().run(id).map(|run| run.is_active()))
+        .await;
+    match known {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => return rejected(Outcome::Rejected(Rejection::RunEnded(id))),
+        Ok(None) => {
+            return not_found(&format!(
+                "no run {id} (runs age out of a job's bounded history)"
+            ));
+        }
+        Err(_) => return unavailable("this host is shutting down"),
+    }
+    let at = handle.clock.now().wall;
+    match propose(
+        handle,
+        Command::StopRun { run: id, at },
+        &req.path_and_query,
+    )
+    .await
+    {
+        Ok(Outcome::Done) => match handle
+            .with_node(move |node, _| node.state().run(id).map(RunView::from))
+            .await
+        {
+            Ok(Some(run)) => json_response(StatusCode::ACCEPTED, &run),
+            // Aged out of its job's history in the meantime.
+            Ok(None) => not_found(&format!("no run {id}")),
+            Err(_) => unavailable("this host is shutting down"),
+        },
+        Ok(Outcome::Rejected(Rejection::UnknownRun(_))) => not_found(&format!(
+            "no run {id} (runs age out of a job's bounded history)"
+        )),
+        Ok(outcome) => rejected(outcome),
+        Err(response) => *response,
+    }
 }
 
 async fn get_run(handle: &Handle, id: String) -> Response<Body> {

@@ -44,6 +44,9 @@ pub struct RunView {
     pub missed_until: Option<String>,
     /// For a missed record: how many fires it stands for.
     pub missed_count: Option<u32>,
+    /// While it is still active: why its host has been asked to stop it (`stopped` on
+    /// request, `replaced` by a newer run).
+    pub stopping: Option<&'static str>,
 }
 
 impl From<&Run> for RunView {
@@ -68,6 +71,7 @@ impl From<&Run> for RunView {
             declared_at: rfc3339(run.declared_at),
             missed_until: run.missed_until.map(rfc3339),
             missed_count: (run.state == RunState::Missed).then_some(run.missed_count),
+            stopping: run.stop.filter(|_| run.is_active()).map(|r| r.as_str()),
         }
     }
 }

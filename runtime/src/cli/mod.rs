@@ -80,6 +80,16 @@ pub enum ClientCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Stop a run: its host terminates the command, then kills it after the grace
+    /// period; a run not started yet is never started. It ends `stopped`, and is not
+    /// retried.
+    Stop {
+        /// The run's id (from `rota runs` or `rota job run`).
+        run_id: u64,
+        /// Wait until it has ended, and print how.
+        #[arg(short, long)]
+        wait: bool,
+    },
 }
 
 /// `rota job …`.
@@ -252,6 +262,25 @@ fn execute(
             } else {
                 client.stream(&format!("/v1/runs/{run_id}/output"), out)?;
             }
+        }
+        ClientCommand::Stop { run_id, wait } => {
+            let reply = client.json(Method::POST, &format!("/v1/runs/{run_id}/stop"), None)?;
+            if !wait {
+                show(out, output, &reply.body, |run| {
+                    format!("run {run_id} {}: asked its host to stop it\n", summary(run))
+                })?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let run = loop {
+                let run = client.get(&format!("/v1/runs/{run_id}"))?;
+                if !is_active(&run) {
+                    break run;
+                }
+                thread::sleep(RUN_POLL);
+            };
+            show(out, output, &run, |run| {
+                format!("run {run_id} {}\n", summary(run))
+            })?;
         }
         ClientCommand::Job(command) => return job(client, output, command, out),
     }

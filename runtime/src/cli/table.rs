@@ -271,6 +271,9 @@ pub fn runs(runs: &Value) -> String {
     for run in rows(runs) {
         let reason = match (&run["reason"], run["missed_count"].as_u64()) {
             (reason, Some(n)) if n > 1 => format!("{} ({n} fires)", cell(reason)),
+            (Value::Null, _) if run["stopping"].is_string() => {
+                format!("stopping: {}", cell(&run["stopping"]))
+            }
             (reason, _) => cell(reason),
         };
         table.row(vec![
@@ -350,6 +353,15 @@ mod tests {
         assert!(line.contains("2025-01-02T03:04:05Z"), "{line}");
         assert!(line.contains("1m02s"), "{line}");
         assert!(line.ends_with("3     exit-code"), "{line}");
+
+        // A run still being stopped says so, until its end has a reason of its own.
+        let out = runs(&json!([{
+            "id": 8, "state": "running", "trigger": "schedule", "attempt": 1, "host": 2,
+            "scheduled_at": "2025-01-02T03:04:05Z", "started_at": "2025-01-02T03:04:06Z",
+            "finished_at": null, "exit_code": null, "reason": null, "stopping": "stopped"
+        }]));
+        let line = out.lines().nth(1).unwrap();
+        assert!(line.ends_with("stopping: stopped"), "{line}");
     }
 
     #[test]
