@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rota_core::job::{Concurrency, JobName};
-use rota_core::run::{Run, RunState, Trigger, TriggerKey};
+use rota_core::run::{Reason, Run, RunId, RunState, Trigger, TriggerKey};
 use rota_core::state::State;
 use rota_core::time::Timestamp;
 
@@ -209,6 +209,43 @@ pub fn check(h: &History) -> Report {
             ));
         }
     }
+    // 8. A run asked to stop (acknowledged) has ended by the end. One that ended
+    // `stopped` is not tried again, and one recorded stopped before it started never ran.
+    for ack in h.acked.iter().filter(|a| a.what == "stop") {
+        let Some(run) = ack.run.and_then(|id| reference.run(RunId(id))) else {
+            // Aged out of its job's bounded history: it ended.
+            continue;
+        };
+        if run.is_active() {
+            fail(format!(
+                "run {} of {} was asked to stop at {} ms and is still {:?} at the end",
+                run.id, run.job, ack.at_ms, run.state
+            ));
+            continue;
+        }
+        if run.reason != Some(Reason::Stopped) {
+            continue;
+        }
+        let retried = reference.runs().any(|(_, r)| {
+            r.job == run.job
+                && r.scheduled_at == run.scheduled_at
+                && r.trigger == Trigger::Retry
+                && r.attempt > run.attempt
+        });
+        if retried {
+            fail(format!(
+                "run {} of {} ended stopped on request, yet was tried again",
+                run.id, run.job
+            ));
+        }
+        if run.started_at.is_none() && h.truth.iter().any(|t| t.run == run.id) {
+            fail(format!(
+                "run {} of {} is recorded stopped before it started, yet it ran",
+                run.id, run.job
+            ));
+        }
+    }
+
     for ack in h.acked.iter().filter(|a| a.what == "trigger") {
         let (Ok(name), Some(Ok(key))) = (
             JobName::new(&ack.job),

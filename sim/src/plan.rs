@@ -76,6 +76,8 @@ pub enum Write {
     Trigger { job: usize },
     /// Create another job.
     Create { job: PlannedJob },
+    /// Stop the job's newest active run, if it has one when the operator looks.
+    Stop { job: usize },
 }
 
 /// Everything a seed decides.
@@ -228,6 +230,14 @@ impl Plan {
                 },
             };
             writes.push((at, write));
+        }
+        // Requests to stop a run come from a generator of their own, so that the other
+        // draws of a seed stay what they were.
+        let mut stops = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5709_0000_5709_0000);
+        for _ in 0..stops.random_range(0..=2usize) {
+            let at = stops.random_range(start_ms..heal_ms);
+            let job = stops.random_range(0..jobs.len());
+            writes.push((at, Write::Stop { job }));
         }
         writes.sort_by_key(|(at, _)| *at);
 

@@ -69,6 +69,8 @@ pub struct Acked {
     pub job: String,
     /// The request's `Idempotency-Key`, for a trigger.
     pub key: Option<String>,
+    /// The run, for a stop.
+    pub run: Option<u64>,
 }
 
 /// Free resources that wander from sample to sample (seeded), so that placement
@@ -642,7 +644,7 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
             ("POST", "/v1/jobs", Some(&job.json)),
             &job.name,
             "create",
-            None,
+            (None, None),
         )
         .await;
     }
@@ -659,7 +661,7 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
                     ("POST", &format!("/v1/jobs/{name}/pause"), None),
                     name,
                     "pause",
-                    None,
+                    (None, None),
                 )
                 .await;
                 tokio::time::sleep(Duration::from_millis(*for_ms)).await;
@@ -668,7 +670,7 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
                     ("POST", &format!("/v1/jobs/{name}/resume"), None),
                     name,
                     "resume",
-                    None,
+                    (None, None),
                 )
                 .await;
             }
@@ -680,7 +682,7 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
                     ("POST", &format!("/v1/jobs/{name}/run?force=true"), None),
                     name,
                     "trigger",
-                    Some(&key),
+                    (Some(&key), None),
                 )
                 .await;
             }
@@ -690,9 +692,22 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
                     ("POST", "/v1/jobs", Some(&job.json)),
                     &job.name,
                     "create",
-                    None,
+                    (None, None),
                 )
                 .await;
+            }
+            Write::Stop { job } => {
+                let name = &plan.jobs[*job].name;
+                if let Some(run) = active_run(&shared, name).await {
+                    write(
+                        &shared,
+                        ("POST", &format!("/v1/runs/{run}/stop"), None),
+                        name,
+                        "stop",
+                        (None, Some(run)),
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -715,11 +730,42 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
             ("POST", &format!("/v1/jobs/{name}/pause"), None),
             &name,
             "final-pause",
-            None,
+            (None, None),
         )
         .await;
     }
     Ok(())
+}
+
+/// The newest active run of `job`, as the first host up that answers sees it (after
+/// following its redirect to the leader), if it has one.
+async fn active_run(shared: &Rc<Shared>, job: &str) -> Option<u64> {
+    let up: Vec<usize> = shared
+        .views
+        .borrow()
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.up)
+        .map(|(i, _)| i)
+        .collect();
+    for target in up {
+        let ip = turmoil::lookup(host_name(target));
+        let path = format!("/v1/jobs/{job}/runs?limit=10");
+        let Ok(answer) = http::follow(SocketAddr::new(ip, 7070), "GET", &path, None, &[]).await
+        else {
+            continue;
+        };
+        if answer.status != 200 {
+            continue;
+        }
+        let runs: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+        return runs.as_array()?.iter().find_map(|run| {
+            matches!(run["state"].as_str(), Some("running" | "declared"))
+                .then(|| run["id"].as_u64())
+                .flatten()
+        });
+    }
+    None
 }
 
 /// One write, retried through other hosts until acknowledged or given up (unacknowledged
@@ -730,7 +776,7 @@ async fn write(
     (method, path, body): (&str, &str, Option<&str>),
     job: &str,
     what: &str,
-    key: Option<&str>,
+    (key, run): (Option<&str>, Option<u64>),
 ) {
     let headers: Vec<(&str, &str)> = key
         .map(|k| (runtime::api::TRIGGER_KEY_HEADER, k))
@@ -761,16 +807,21 @@ async fn write(
                 if replayed {
                     *lock(&shared.marks).entry("trigger-replayed").or_default() += 1;
                 }
+                if what == "stop" {
+                    *lock(&shared.marks).entry("stop-acked").or_default() += 1;
+                }
                 shared.acked.borrow_mut().push(Acked {
                     at_ms: elapsed_ms(),
                     what: what.to_owned(),
                     job: job.to_owned(),
                     key: key.map(str::to_owned),
+                    run,
                 });
                 return;
             }
-            // A create that raced with its own retry: it is there.
-            Ok(answer) if answer.status == 409 && what == "create" => return,
+            // A create that raced with its own retry: it is there. A stop of a run that
+            // has ended since: nothing to stop.
+            Ok(answer) if answer.status == 409 && (what == "create" || what == "stop") => return,
             // The job was never created (its create was not acknowledged).
             Ok(answer) if answer.status == 404 => return,
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
