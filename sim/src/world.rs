@@ -737,18 +737,22 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
     Ok(())
 }
 
-/// The newest active run of `job`, as the first host up that answers sees it (after
-/// following its redirect to the leader), if it has one.
-async fn active_run(shared: &Rc<Shared>, job: &str) -> Option<u64> {
-    let up: Vec<usize> = shared
+/// The hosts whose software runs, by index.
+fn hosts_up(shared: &Shared) -> Vec<usize> {
+    shared
         .views
         .borrow()
         .iter()
         .enumerate()
         .filter(|(_, v)| v.up)
         .map(|(i, _)| i)
-        .collect();
-    for target in up {
+        .collect()
+}
+
+/// The newest active run of `job`, as the first host up that answers sees it (after
+/// following its redirect to the leader), if it has one.
+async fn active_run(shared: &Rc<Shared>, job: &str) -> Option<u64> {
+    for target in hosts_up(shared) {
         let ip = turmoil::lookup(host_name(target));
         let path = format!("/v1/jobs/{job}/runs?limit=10");
         let Ok(answer) = http::follow(SocketAddr::new(ip, 7070), "GET", &path, None, &[]).await
@@ -784,14 +788,7 @@ async fn write(
         .collect();
     for attempt in 0..20usize {
         // Ask a host that is up (an operator's client would fail over the same way).
-        let up: Vec<usize> = shared
-            .views
-            .borrow()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.up)
-            .map(|(i, _)| i)
-            .collect();
+        let up = hosts_up(shared);
         let Some(&target) = up.get((attempt + job.len()) % up.len().max(1)) else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;

@@ -1081,17 +1081,10 @@ impl Leader {
         // A run stopped before it started is not started: its host is told to stop it
         // instead, and remembers it ended, so that a dispatch sent before is not started
         // either. It is told again at each dispatch deadline until it reports.
-        if let Some(reason) = run.stop {
+        if run.stop.is_some() {
             entry.waiting = false;
             entry.deadline = ctx.now.mono + ctx.ms(ctx.config.timing.dispatch_timeout_ms);
-            ctx.send(
-                host,
-                Message::Stop {
-                    term: self.term,
-                    run: id,
-                    reason,
-                },
-            );
+            self.send_stop(ctx, id);
             return;
         }
         entry.waiting = waiting;
