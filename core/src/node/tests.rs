@@ -1035,19 +1035,24 @@ fn a_query_is_answered_for_every_run_even_unknown_ones() {
     assert_eq!(statuses, [(RunId(1), false), (RunId(2), true)]);
 }
 
-#[test]
-fn a_host_still_running_a_run_the_cluster_holds_ended_is_told_to_stop() {
-    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[job("j", "@manually")]);
-    let declare = Command::Declare(Declare {
-        job: name("j"),
+/// A manual run of `job` declared now on `host`, as the leader of `d` would.
+fn manual_on(d: &Driver, job: &str, host: HostId) -> Command {
+    Command::Declare(Declare {
+        job: name(job),
         scheduled_at: d.now.wall,
         attempt: 1,
         trigger: Trigger::Manual { force: false },
-        host: Some(OTHER),
+        host: Some(host),
         term: d.term,
         at: d.now.wall,
         key: None,
-    });
+    })
+}
+
+#[test]
+fn a_host_still_running_a_run_the_cluster_holds_ended_is_told_to_stop() {
+    let mut d = Driver::leader("2026-01-01T00:00:00Z", &[job("j", "@manually")]);
+    let declare = manual_on(&d, "j", OTHER);
     let Outcome::Declared { run } = d.commit(declare) else {
         panic!()
     };
@@ -1096,16 +1101,7 @@ fn a_run_stopped_on_request_is_stopped_by_its_host_and_not_retried() {
         addr: addr(2),
         message: Message::HeartbeatAck { term: d.term },
     });
-    let declare = Command::Declare(Declare {
-        job: name("s"),
-        scheduled_at: d.now.wall,
-        attempt: 1,
-        trigger: Trigger::Manual { force: false },
-        host: Some(OTHER),
-        term: d.term,
-        at: d.now.wall,
-        key: None,
-    });
+    let declare = manual_on(&d, "s", OTHER);
     let Outcome::Declared { run } = d.commit(declare) else {
         panic!()
     };

@@ -271,13 +271,7 @@ fn execute(
                 })?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let run = loop {
-                let run = client.get(&format!("/v1/runs/{run_id}"))?;
-                if !is_active(&run) {
-                    break run;
-                }
-                thread::sleep(RUN_POLL);
-            };
+            let run = ended_run(client, run_id)?;
             show(out, output, &run, |run| {
                 format!("run {run_id} {}\n", summary(run))
             })?;
@@ -484,15 +478,20 @@ fn wait_for_run(client: &Client, id: u64, out: &mut dyn Write) -> Result<ExitCod
         }
         Err(e) => return Err(e),
     }
-    let run = loop {
-        let run = client.get(&format!("/v1/runs/{id}"))?;
-        if !is_active(&run) {
-            break run;
-        }
-        thread::sleep(RUN_POLL);
-    };
+    let run = ended_run(client, id)?;
     eprintln!("run {id} {}", summary(&run));
     Ok(ExitCode::from(exit_code(&run)))
+}
+
+/// Run `id` once it has ended, asking every [`RUN_POLL`] until then.
+fn ended_run(client: &Client, id: u64) -> Result<Value, CliError> {
+    loop {
+        let run = client.get(&format!("/v1/runs/{id}"))?;
+        if !is_active(&run) {
+            return Ok(run);
+        }
+        thread::sleep(RUN_POLL);
+    }
 }
 
 /// Follows a run's output until the run ends. The output does not exist until the
