@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::executor::{Events, Executor};
 use crate::io::{BoxFuture, Io};
+use crate::metrics::Metrics;
 use crate::raft::Peer;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{StateMachine, ToNode};
@@ -89,6 +90,8 @@ pub struct Handle {
     pub rpc_stats: Arc<RpcStats>,
     /// The clock.
     pub clock: Arc<dyn crate::io::Clock>,
+    /// What this host counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -312,6 +315,10 @@ pub async fn start(
         Arc::clone(&io.disk),
         raft_dir.join("snapshots"),
     ));
+    // What the log held at start was applied (and counted) before; only later entries
+    // are counted.
+    let metrics = Arc::new(Metrics::new());
+    metrics.count_after(log.last_index().unwrap_or(0));
     let recovered = snapshots.load_latest()?;
     let state = match &recovered {
         Some((meta, bytes)) => {
@@ -365,7 +372,13 @@ pub async fn start(
     // loop exists.
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let startup_clock = Arc::clone(&io.clock);
-    let startup = tokio::spawn(serve_startup(node, to_node_rx, startup_clock, started_rx));
+    let startup = tokio::spawn(serve_startup(
+        node,
+        to_node_rx,
+        startup_clock,
+        Arc::clone(&metrics),
+        started_rx,
+    ));
     let raft = Raft::new(
         id.0,
         raft_config(&config)?,
@@ -477,6 +490,7 @@ pub async fn start(
         rpc: Arc::clone(&rpc_client),
         rpc_stats,
         clock: Arc::clone(&io.clock),
+        metrics: Arc::clone(&metrics),
     };
     let event_loop = EventLoop {
         node,
@@ -491,6 +505,7 @@ pub async fn start(
         formation: Formation::default(),
         next_formation: now.mono,
         on_event,
+        metrics,
     };
     let inputs = Inputs {
         to_node: to_node_rx,
@@ -518,24 +533,25 @@ async fn serve_startup(
     mut node: Node,
     mut requests: mpsc::Receiver<ToNode>,
     clock: Arc<dyn crate::io::Clock>,
+    metrics: Arc<Metrics>,
     mut started: oneshot::Receiver<()>,
 ) -> (Node, mpsc::Receiver<ToNode>) {
     loop {
         tokio::select! {
             biased;
-            Some(request) = requests.recv() => answer_raft(&mut node, clock.now(), request),
+            Some(request) = requests.recv() => answer_raft(&mut node, clock.now(), &metrics, request),
             _ = &mut started => return (node, requests),
         }
     }
 }
 
 /// Answers the state machine: applies entries, takes or installs a snapshot.
-fn answer_raft(node: &mut Node, now: Now, request: ToNode) {
+fn answer_raft(node: &mut Node, now: Now, metrics: &Metrics, request: ToNode) {
     match request {
         ToNode::Apply { entries, reply } => {
             let outcomes = entries
                 .iter()
-                .map(|(index, command)| node.handle_applied(now, *index, command))
+                .map(|(index, command)| metrics.apply(node, now, *index, command))
                 .collect();
             let _ = reply.send(outcomes);
         }
@@ -786,6 +802,7 @@ struct EventLoop {
     formation: Formation,
     next_formation: Mono,
     on_event: Option<EventHook>,
+    metrics: Arc<Metrics>,
 }
 
 /// Core messages queued per peer before new ones are dropped (the core retries).
@@ -854,7 +871,7 @@ impl EventLoop {
     }
 
     fn on_raft_request(&mut self, request: ToNode) {
-        answer_raft(&mut self.node, self.io.clock.now(), request);
+        answer_raft(&mut self.node, self.io.clock.now(), &self.metrics, request);
     }
 
     /// Performs every effect the node has queued.

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod executor;
 pub mod gossip;
 pub mod io;
+pub mod metrics;
 pub mod raft;
 pub mod resources;
 pub mod rpc;

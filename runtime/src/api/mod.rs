@@ -11,6 +11,8 @@
 //! the job has already seen with the run it made (`200`, `"replayed": true`), and the
 //! replicated state refuses a second declaration with that key, so a request sent again
 //! after a lost answer never makes a second run.
+//!
+//! `GET /metrics` answers this host's metrics (see [`crate::metrics`]), never redirected.
 
 mod output;
 pub mod views;
@@ -19,6 +21,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,6 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::conn_limit::ConnectionLimiter;
 use crate::daemon::{Handle, ProposeError};
 use crate::io::Listener;
+use crate::metrics::Standing;
 use views::{NextFire, RunView, StatusView};
 
 /// A response body: whole, or streamed (run output).
@@ -284,8 +288,11 @@ pub async fn route(handle: &Handle, request: Request<RequestBody>) -> Response<B
         ["v1", "runs", id, "output"] if m == Method::GET => {
             output::serve_output(handle, &req.path_and_query, id, req.flag("follow")).await
         }
-        ["v1", "runs", ..] | ["v1", "jobs", ..] | ["v1", "status" | "members"] => not_allowed(),
-        _ => not_found("no such endpoint; the API lives under /v1"),
+        ["metrics"] if m == Method::GET => metrics(handle).await,
+        ["v1", "runs", ..] | ["v1", "jobs", ..] | ["v1", "status" | "members"] | ["metrics"] => {
+            not_allowed()
+        }
+        _ => not_found("no such endpoint; the API lives under /v1, metrics at /metrics"),
     }
 }
 
@@ -451,6 +458,39 @@ async fn status(handle: &Handle) -> Response<Body> {
         Ok(view) => json_response(StatusCode::OK, &view),
         Err(_) => unavailable("this host is shutting down"),
     }
+}
+
+/// This host's metrics for Prometheus: answered here, never redirected, since each
+/// host counts its own.
+async fn metrics(handle: &Handle) -> Response<Body> {
+    let h = handle.clone();
+    let standing = handle
+        .with_node(move |node, _| {
+            let raft = node.raft();
+            Standing {
+                role: Some(node.role()),
+                leader_ready: node.is_ready_leader(),
+                term: raft.term,
+                applied_index: node.state().applied_index(),
+                jobs: node.state().jobs().len(),
+                active_runs: node.state().active_count(),
+                hosts_known: node.members().len(),
+                voters: raft.voters.len(),
+                rpc_frames_refused: h.rpc_stats.bad_frames.load(Ordering::Relaxed),
+                rpc_connections_refused: h.rpc_stats.refused_connections.load(Ordering::Relaxed),
+                gossip_datagrams_refused: node.bad_datagrams(),
+            }
+        })
+        .await;
+    let Ok(standing) = standing else {
+        return unavailable("this host is shutting down");
+    };
+    let mut response = Response::new(full(handle.metrics.render(&standing).into_bytes()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        crate::metrics::CONTENT_TYPE.parse().expect("static header"),
+    );
+    response
 }
 
 async fn members(handle: &Handle) -> Response<Body> {

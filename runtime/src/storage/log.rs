@@ -565,7 +565,7 @@ impl LogStore {
     }
 
     /// The index of the last entry, or of the last purged one if there is no entry.
-    fn last_index(&self) -> Option<u64> {
+    pub fn last_index(&self) -> Option<u64> {
         let last_entry = lock(&self.entries)
             .last_key_value()
             .map(|(&index, _)| index);
