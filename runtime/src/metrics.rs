@@ -167,17 +167,32 @@ impl Metrics {
     /// Applies `command`, committed at log index `index`, to `node`, and counts what it
     /// changed.
     pub fn apply(&self, node: &mut Node, now: Now, index: u64, command: &Command) -> Outcome {
+        self.counting(node, index, command, Node::state, |node| {
+            node.handle_applied(now, index, command)
+        })
+    }
+
+    /// Applies `command` to `target` with `apply`, and counts what it changed in the
+    /// state `state` reads from `target`.
+    fn counting<T>(
+        &self,
+        target: &mut T,
+        index: u64,
+        command: &Command,
+        state: fn(&T) -> &State,
+        apply: impl FnOnce(&mut T) -> Outcome,
+    ) -> Outcome {
         if index <= self.counted_after.load(Ordering::Relaxed) {
-            return node.handle_applied(now, index, command);
+            return apply(target);
         }
         let mut reported = Vec::new();
         runs_reported(command, &mut reported);
         let before: Vec<(RunId, Option<Seen>)> = reported
             .into_iter()
-            .map(|run| (run, node.state().run(run).map(Seen::of)))
+            .map(|run| (run, state(target).run(run).map(Seen::of)))
             .collect();
-        let outcome = node.handle_applied(now, index, command);
-        let state = node.state();
+        let outcome = apply(target);
+        let state = state(target);
         for (id, was) in before {
             if let Some(run) = state.run(id) {
                 self.count_run(run, was);
@@ -349,5 +364,213 @@ fn state_name(state: RunState) -> &'static str {
         RunState::Failed => "failed",
         RunState::Missed => "missed",
         RunState::Skipped => "skipped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rota_core::command::{Declare, Finish};
+    use rota_core::host::HostId;
+    use rota_core::job::{JobName, JobSpec};
+    use rota_core::time::Timestamp;
+
+    use super::*;
+
+    const H1: HostId = HostId(1);
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).expect("a test time")
+    }
+
+    fn declare(scheduled_at: &str, host: Option<HostId>) -> Command {
+        Command::Declare(Declare {
+            job: JobName::new("a").expect("a job name"),
+            scheduled_at: at(scheduled_at),
+            attempt: 1,
+            trigger: Trigger::Schedule,
+            host,
+            term: 1,
+            at: at(scheduled_at),
+            key: None,
+        })
+    }
+
+    /// Applies `commands` from index `from` on, through the counters.
+    fn apply_all(
+        metrics: &Metrics,
+        state: &mut State,
+        from: u64,
+        commands: &[Command],
+    ) -> Vec<Outcome> {
+        (from..)
+            .zip(commands)
+            .map(|(index, command)| {
+                metrics.counting(state, index, command, |s| s, |s| s.apply(index, command))
+            })
+            .collect()
+    }
+
+    /// The value of the sample named exactly `name` (with its labels).
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn a_state(metrics: &Metrics) -> State {
+        let mut state = State::new();
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"name": "a", "schedule": "* * * * *", "executor": {"process": {"command": ["true"]}}}"#,
+        )
+        .expect("a job");
+        let outcomes = apply_all(
+            metrics,
+            &mut state,
+            1,
+            &[
+                Command::LeaderStart {
+                    nonce: 0,
+                    term: 1,
+                    leader: H1,
+                    at: at("2026-01-01T00:00:00Z"),
+                },
+                Command::PutJob {
+                    spec: Box::new(spec),
+                    replace: false,
+                    at: at("2026-01-01T00:00:00Z"),
+                },
+            ],
+        );
+        assert_eq!(outcomes[1], Outcome::JobCreated);
+        state
+    }
+
+    #[test]
+    fn runs_are_counted_once_as_they_start_end_or_are_recorded_without_running() {
+        let metrics = Metrics::new();
+        let mut state = a_state(&metrics);
+        let outcomes = apply_all(
+            &metrics,
+            &mut state,
+            3,
+            &[declare("2026-01-01T00:01:00Z", Some(H1))],
+        );
+        let Outcome::Declared { run } = outcomes[0] else {
+            panic!("{outcomes:?}")
+        };
+        let started = Command::MarkStarted {
+            run,
+            host: H1,
+            started_at: at("2026-01-01T00:01:00.030Z"),
+        };
+        let finish = |exit_code| {
+            Command::MarkFinished(Finish {
+                run,
+                host: Some(H1),
+                started_at: Some(at("2026-01-01T00:01:00.030Z")),
+                finished_at: at("2026-01-01T00:01:01Z"),
+                exit_code: Some(exit_code),
+                reason: None,
+                detail: None,
+            })
+        };
+        apply_all(
+            &metrics,
+            &mut state,
+            4,
+            &[
+                started.clone(),
+                // Reported again: counted once.
+                started,
+                Command::Batch(vec![finish(0), declare("2026-01-01T00:02:00Z", None)]),
+                // Ended already: refused, not counted.
+                finish(3),
+                Command::RecordMissed {
+                    job: JobName::new("a").expect("a job name"),
+                    first: at("2026-01-01T00:03:00Z"),
+                    last: at("2026-01-01T00:12:00Z"),
+                    count: 10,
+                    reason: Reason::StartingDeadline,
+                    at: at("2026-01-01T00:20:00Z"),
+                },
+            ],
+        );
+        let text = metrics.render(&Standing::default());
+        let expect = [
+            (r#"rota_runs_declared_total{trigger="schedule"}"#, 1.0),
+            (r#"rota_runs_started_total{trigger="schedule"}"#, 1.0),
+            (r#"rota_runs_ended_total{state="succeeded",reason=""}"#, 1.0),
+            (
+                r#"rota_fires_not_run_total{state="failed",reason="no-capacity"}"#,
+                1.0,
+            ),
+            (
+                r#"rota_fires_not_run_total{state="missed",reason="starting-deadline"}"#,
+                10.0,
+            ),
+            ("rota_run_start_lateness_seconds_count", 1.0),
+            (r#"rota_run_start_lateness_seconds_bucket{le="0.025"}"#, 0.0),
+            (r#"rota_run_start_lateness_seconds_bucket{le="0.05"}"#, 1.0),
+        ];
+        for (name, value) in expect {
+            assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                r#"rota_runs_ended_total{state="failed",reason="exit-code"}"#
+            ),
+            None,
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn entries_the_log_held_at_start_are_applied_but_not_counted() {
+        let metrics = Metrics::new();
+        metrics.count_after(3);
+        let mut state = a_state(&metrics);
+        let outcomes = apply_all(
+            &metrics,
+            &mut state,
+            3,
+            &[
+                declare("2026-01-01T00:01:00Z", Some(H1)),
+                declare("2026-01-01T00:02:00Z", Some(H1)),
+            ],
+        );
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Declared { .. })),
+            "{outcomes:?}"
+        );
+        let text = metrics.render(&Standing::default());
+        assert_eq!(
+            sample(&text, r#"rota_runs_declared_total{trigger="schedule"}"#),
+            Some(1.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn how_the_host_stands_is_shown_with_its_role() {
+        let text = Metrics::new().render(&Standing {
+            role: Some(Role::Follower),
+            term: 7,
+            jobs: 3,
+            rpc_frames_refused: 2,
+            ..Standing::default()
+        });
+        for (name, value) in [
+            (r#"rota_role{role="follower"}"#, 1.0),
+            ("rota_raft_term", 7.0),
+            ("rota_jobs", 3.0),
+            ("rota_leader_ready", 0.0),
+            ("rota_rpc_frames_refused_total", 2.0),
+        ] {
+            assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
+        }
+        assert_eq!(sample(&text, r#"rota_role{role="leader"}"#), None, "{text}");
     }
 }
