@@ -51,6 +51,16 @@ struct RoleLabels {
     role: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LivenessLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
 /// What the counters compare of a run before and after an entry applies.
 #[derive(Clone, Copy, Debug)]
 struct Seen {
@@ -101,8 +111,14 @@ pub struct Standing {
     pub jobs: usize,
     /// Runs declared or running, cluster-wide.
     pub active_runs: usize,
-    /// Hosts gossip knows, alive or not.
-    pub hosts_known: usize,
+    /// Hosts gossip knows: alive, suspect, down.
+    pub hosts: [usize; 3],
+    /// Runs this host is executing, or whose end it has not had acknowledged yet.
+    pub runs_here: usize,
+    /// This host's free fractions of CPU, memory and disk, as it last advertised them.
+    pub free: Option<[f64; 3]>,
+    /// Whether this host advertises a Docker engine.
+    pub docker: bool,
     /// Raft voters.
     pub voters: usize,
     /// Cluster RPC frames refused since start.
@@ -290,10 +306,38 @@ impl Metrics {
             gauge(standing.applied_index),
         );
         now.register("raft_voters", "Raft voters", count(standing.voters));
+        let hosts = Family::<LivenessLabels, Gauge>::default();
+        for (state, n) in ["alive", "suspect", "down"].into_iter().zip(standing.hosts) {
+            hosts
+                .get_or_create(&LivenessLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         now.register(
-            "hosts_known",
-            "Hosts gossip knows, alive or not",
-            count(standing.hosts_known),
+            "hosts",
+            "Hosts gossip knows, by liveness (alive, suspect, down)",
+            hosts,
+        );
+        now.register(
+            "host_runs",
+            "Runs this host is executing, or whose end the leader has not acknowledged yet",
+            count(standing.runs_here),
+        );
+        let free = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        if let Some(fractions) = standing.free {
+            for (resource, fraction) in ["cpu", "memory", "disk"].into_iter().zip(fractions) {
+                free.get_or_create(&ResourceLabels { resource })
+                    .set(fraction);
+            }
+        }
+        now.register(
+            "host_free_ratio",
+            "This host's free share of CPU, memory and disk, as it advertises them; placement needs 0.25 of each",
+            free,
+        );
+        now.register(
+            "host_docker",
+            "1 when this host advertises a Docker engine",
+            gauge(u64::from(standing.docker)),
         );
         now.register("jobs", "Jobs in the replicated state", count(standing.jobs));
         now.register(
@@ -560,9 +604,20 @@ mod tests {
             term: 7,
             jobs: 3,
             rpc_frames_refused: 2,
+            hosts: [2, 1, 0],
+            runs_here: 4,
+            free: Some([0.5, 0.75, 0.875]),
+            docker: true,
             ..Standing::default()
         });
         for (name, value) in [
+            (r#"rota_hosts{state="alive"}"#, 2.0),
+            (r#"rota_hosts{state="suspect"}"#, 1.0),
+            (r#"rota_hosts{state="down"}"#, 0.0),
+            ("rota_host_runs", 4.0),
+            (r#"rota_host_free_ratio{resource="cpu"}"#, 0.5),
+            (r#"rota_host_free_ratio{resource="disk"}"#, 0.875),
+            ("rota_host_docker", 1.0),
             (r#"rota_role{role="follower"}"#, 1.0),
             ("rota_raft_term", 7.0),
             ("rota_jobs", 3.0),

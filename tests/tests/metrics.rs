@@ -96,7 +96,9 @@ fn every_host_counts_runs_and_shows_how_it_stands_in_prometheus_text() {
             ("rota_jobs", 3.0),
             ("rota_runs_active", 0.0),
             ("rota_raft_voters", 3.0),
-            ("rota_hosts_known", 3.0),
+            (r#"rota_hosts{state="alive"}"#, 3.0),
+            (r#"rota_hosts{state="down"}"#, 0.0),
+            ("rota_host_runs", 0.0),
         ],
     );
 
@@ -121,6 +123,13 @@ fn every_host_counts_runs_and_shows_how_it_stands_in_prometheus_text() {
             "{text}"
         );
         assert_eq!(sample(text, "rota_rpc_frames_refused_total"), Some(0.0));
+        for resource in ["cpu", "memory", "disk"] {
+            let free = sample(
+                text,
+                &format!("rota_host_free_ratio{{resource=\"{resource}\"}}"),
+            );
+            assert!(free.is_some_and(|f| (0.0..=1.0).contains(&f)), "{text}");
+        }
         // Both runs started well within a minute of being asked for.
         assert_eq!(
             sample(text, r#"rota_run_start_lateness_seconds_bucket{le="60.0"}"#),

@@ -35,7 +35,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rota_core::command::{Command, Outcome, Rejection};
 use rota_core::host::HostId;
 use rota_core::job::{JobName, JobSpec};
-use rota_core::node::{Planned, TriggerError};
+use rota_core::membership::Liveness;
+use rota_core::node::{MemberView, Planned, TriggerError};
 use rota_core::run::{Reason, RunId, TriggerKey};
 use serde::Serialize;
 use serde_json::json;
@@ -467,6 +468,8 @@ async fn metrics(handle: &Handle) -> Response<Body> {
     let standing = handle
         .with_node(move |node, _| {
             let raft = node.raft();
+            let members = node.members();
+            let own = members.iter().find(|m| m.id == node.identity().id);
             Standing {
                 role: Some(node.role()),
                 leader_ready: node.is_ready_leader(),
@@ -474,7 +477,10 @@ async fn metrics(handle: &Handle) -> Response<Body> {
                 applied_index: node.state().applied_index(),
                 jobs: node.state().jobs().len(),
                 active_runs: node.state().active_count(),
-                hosts_known: node.members().len(),
+                hosts: hosts_by_liveness(&members),
+                runs_here: node.local_runs().count(),
+                free: own.and_then(|m| m.free),
+                docker: own.is_some_and(|m| m.docker),
                 voters: raft.voters.len(),
                 rpc_frames_refused: h.rpc_stats.bad_frames.load(Ordering::Relaxed),
                 rpc_connections_refused: h.rpc_stats.refused_connections.load(Ordering::Relaxed),
@@ -491,6 +497,19 @@ async fn metrics(handle: &Handle) -> Response<Body> {
         crate::metrics::CONTENT_TYPE.parse().expect("static header"),
     );
     response
+}
+
+/// How many hosts are alive, suspect and down.
+fn hosts_by_liveness(members: &[MemberView]) -> [usize; 3] {
+    let mut hosts = [0; 3];
+    for member in members {
+        hosts[match member.state {
+            Liveness::Alive => 0,
+            Liveness::Suspect => 1,
+            Liveness::Down => 2,
+        }] += 1;
+    }
+    hosts
 }
 
 async fn members(handle: &Handle) -> Response<Body> {
