@@ -125,9 +125,9 @@ enum Segment<'a> {
 }
 
 const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
-const WORDS: [&str; 12] = [
+const WORDS: [&str; 14] = [
     "v1", "status", "members", "jobs", "runs", "output", "pause", "resume", "run", "next", "demo",
-    "1",
+    "1", "stop", "metrics",
 ];
 
 /// See the module documentation.
