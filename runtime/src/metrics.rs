@@ -4,12 +4,17 @@
 //! Two kinds:
 //! - **What the replicated state went through**, counted as this host applies committed
 //!   entries: runs declared, started, ended (by state and reason), fires recorded
-//!   without running (by state and reason), and how late runs started. Every voter
-//!   applies the same entries, so every voter counts the same; a worker holds no log and
-//!   counts nothing. A host counts only the entries appended to its log after it started,
-//!   so a restart does not count again what its log already held.
+//!   without running (by state and reason), active runs dropped with their job, and how
+//!   late runs started. Each command is counted against the state just before and just
+//!   after it, so a batch that reports a run twice, or prunes it, still counts it once.
+//!   Every voter applies the same entries, so every voter counts the same; a worker
+//!   holds no log and counts nothing. A host counts only the entries appended to its log
+//!   after it started, so a restart does not count again what its log already held. (So
+//!   it also never counts entries of an uncommitted tail it held at start that a new
+//!   leader then replaced: a restarted host may count a few runs fewer, never twice.)
 //! - **How things stand**, read from the node when scraped: role, term, applied index,
-//!   jobs, active runs, hosts known, and what the cluster RPC and gossip refused.
+//!   jobs, active runs, hosts by liveness, this host's runs and free resources, and what
+//!   the cluster RPC and gossip refused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,9 +25,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use rota_core::command::{Command, Outcome};
-use rota_core::node::{Node, Role};
-use rota_core::run::{Reason, Run, RunId, RunState, Trigger};
+use rota_core::command::{Command, Finish, Outcome};
+use rota_core::node::{ApplyWatch, Node, Role};
+use rota_core::run::{Reason, Run, RunState, Trigger};
 use rota_core::state::State;
 use rota_core::time::Now;
 
@@ -61,7 +66,7 @@ struct ResourceLabels {
     resource: &'static str,
 }
 
-/// What the counters compare of a run before and after an entry applies.
+/// What the counters compare of a run before and after a command applies.
 #[derive(Clone, Copy, Debug)]
 struct Seen {
     started: bool,
@@ -87,6 +92,7 @@ pub struct Metrics {
     started: Family<TriggerLabels, Counter>,
     ended: Family<EndLabels, Counter>,
     not_run: Family<EndLabels, Counter>,
+    deleted: Counter,
     lateness: Histogram,
 }
 
@@ -157,6 +163,12 @@ impl Metrics {
             "Fire times recorded without a run, by state (missed, skipped, failed) and reason",
             not_run.clone(),
         );
+        let deleted = Counter::default();
+        registry.register(
+            "runs_deleted",
+            "Active runs dropped from the state with their job (their hosts stop them)",
+            deleted.clone(),
+        );
         let lateness = Histogram::new(LATENESS_BUCKETS);
         registry.register(
             "run_start_lateness_seconds",
@@ -170,6 +182,7 @@ impl Metrics {
             started,
             ended,
             not_run,
+            deleted,
             lateness,
         }
     }
@@ -183,42 +196,111 @@ impl Metrics {
     /// Applies `command`, committed at log index `index`, to `node`, and counts what it
     /// changed.
     pub fn apply(&self, node: &mut Node, now: Now, index: u64, command: &Command) -> Outcome {
-        self.counting(node, index, command, Node::state, |node| {
-            node.handle_applied(now, index, command)
-        })
-    }
-
-    /// Applies `command` to `target` with `apply`, and counts what it changed in the
-    /// state `state` reads from `target`.
-    fn counting<T>(
-        &self,
-        target: &mut T,
-        index: u64,
-        command: &Command,
-        state: fn(&T) -> &State,
-        apply: impl FnOnce(&mut T) -> Outcome,
-    ) -> Outcome {
         if index <= self.counted_after.load(Ordering::Relaxed) {
-            return apply(target);
+            return node.handle_applied(now, index, command);
         }
-        let mut reported = Vec::new();
-        runs_reported(command, &mut reported);
-        let before: Vec<(RunId, Option<Seen>)> = reported
-            .into_iter()
-            .map(|run| (run, state(target).run(run).map(Seen::of)))
-            .collect();
-        let outcome = apply(target);
-        let state = state(target);
-        for (id, was) in before {
-            if let Some(run) = state.run(id) {
-                self.count_run(run, was);
+        node.handle_applied_watched(now, index, command, &mut Counting::new(self))
+    }
+}
+
+/// Counts one entry's commands as they apply, each against the state just before and
+/// just after it, so that a run reported twice in one batch counts once, and a run a
+/// later command of the batch removes (pruning the job's oldest ended runs) is still
+/// seen as it ended.
+struct Counting<'a> {
+    metrics: &'a Metrics,
+    /// What the command about to apply may change: its run as it was, or the active
+    /// runs of the job it deletes.
+    before: Before,
+}
+
+enum Before {
+    Nothing,
+    Run(Option<Seen>),
+    ActiveRuns(usize),
+}
+
+impl<'a> Counting<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Counting {
+            metrics,
+            before: Before::Nothing,
+        }
+    }
+}
+
+impl ApplyWatch for Counting<'_> {
+    fn before(&mut self, state: &State, command: &Command) {
+        self.before = match command {
+            Command::MarkStarted { run, .. } | Command::MarkFinished(Finish { run, .. }) => {
+                Before::Run(state.run(*run).map(Seen::of))
             }
-        }
-        self.count_outcome(command, state, &outcome);
-        outcome
+            Command::DeleteJob { name, .. } => {
+                Before::ActiveRuns(state.job(name).map_or(0, |job| job.active.len()))
+            }
+            _ => Before::Nothing,
+        };
     }
 
-    /// Counts a run's start and end, if the entry brought them.
+    fn after(&mut self, state: &State, command: &Command, outcome: &Outcome) {
+        let metrics = self.metrics;
+        match (
+            std::mem::replace(&mut self.before, Before::Nothing),
+            command,
+            outcome,
+        ) {
+            (_, _, Outcome::Rejected(_)) => {}
+            (
+                Before::Run(was),
+                Command::MarkStarted { run, .. } | Command::MarkFinished(Finish { run, .. }),
+                _,
+            ) => {
+                if let Some(run) = state.run(*run) {
+                    metrics.count_run(run, was);
+                }
+            }
+            (Before::ActiveRuns(n), Command::DeleteJob { .. }, _) => {
+                metrics.deleted.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+            (_, _, Outcome::Declared { run }) => {
+                if let Some(run) = state.run(*run) {
+                    metrics
+                        .declared
+                        .get_or_create(&TriggerLabels {
+                            trigger: trigger_name(run.trigger),
+                        })
+                        .inc();
+                }
+            }
+            (
+                _,
+                command,
+                Outcome::Recorded {
+                    state: run_state,
+                    reason,
+                    ..
+                },
+            ) => {
+                // A record of missed fires stands for all of them.
+                let fires = match command {
+                    Command::RecordMissed { count, .. } => (*count).max(1),
+                    _ => 1,
+                };
+                metrics
+                    .not_run
+                    .get_or_create(&EndLabels {
+                        state: state_name(*run_state),
+                        reason: reason.as_str(),
+                    })
+                    .inc_by(u64::from(fires));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a run's start and end, if the command brought them.
     fn count_run(&self, run: &Run, was: Option<Seen>) {
         let now = Seen::of(run);
         let trigger = TriggerLabels {
@@ -241,55 +323,19 @@ impl Metrics {
         }
     }
 
-    /// Counts the runs an entry declared and the fires it recorded without a run.
-    fn count_outcome(&self, command: &Command, state: &State, outcome: &Outcome) {
-        match (command, outcome) {
-            (Command::Batch(commands), Outcome::Batch(outcomes)) => {
-                for (command, outcome) in commands.iter().zip(outcomes) {
-                    self.count_outcome(command, state, outcome);
-                }
-            }
-            (_, Outcome::Declared { run }) => {
-                if let Some(run) = state.run(*run) {
-                    self.declared
-                        .get_or_create(&TriggerLabels {
-                            trigger: trigger_name(run.trigger),
-                        })
-                        .inc();
-                }
-            }
-            (
-                _,
-                Outcome::Recorded {
-                    run,
-                    state: run_state,
-                    reason,
-                },
-            ) => {
-                // A record of missed fires stands for `missed_count` of them.
-                let fires = state.run(*run).map_or(1, |r| r.missed_count.max(1));
-                self.not_run
-                    .get_or_create(&EndLabels {
-                        state: state_name(*run_state),
-                        reason: reason.as_str(),
-                    })
-                    .inc_by(u64::from(fires));
-            }
-            _ => {}
-        }
-    }
-
     /// The metrics as OpenMetrics text: the counters, then how things stand.
     pub fn render(&self, standing: &Standing) -> String {
         let mut now = Registry::with_prefix("rota");
         let role = Family::<RoleLabels, Gauge>::default();
-        if let Some(r) = standing.role {
-            role.get_or_create(&RoleLabels { role: role_name(r) })
-                .set(1);
+        if let Some(current) = standing.role {
+            for r in [Role::Leader, Role::Follower, Role::Worker] {
+                role.get_or_create(&RoleLabels { role: role_name(r) })
+                    .set(i64::from(r == current));
+            }
         }
         now.register(
             "role",
-            "1 for this host's role: leader, follower (a voter) or worker",
+            "1 for this host's role (leader, follower, i.e. a voter, or worker), 0 for the others",
             role,
         );
         let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
@@ -369,21 +415,6 @@ impl Metrics {
     }
 }
 
-/// The runs whose host reported on them in `command`: the only ones an entry can start
-/// or end.
-fn runs_reported(command: &Command, runs: &mut Vec<RunId>) {
-    match command {
-        Command::MarkStarted { run, .. } => runs.push(*run),
-        Command::MarkFinished(finish) => runs.push(finish.run),
-        Command::Batch(commands) => {
-            for command in commands {
-                runs_reported(command, runs);
-            }
-        }
-        _ => {}
-    }
-}
-
 fn trigger_name(trigger: Trigger) -> &'static str {
     match trigger {
         Trigger::Schedule => "schedule",
@@ -413,10 +444,13 @@ fn state_name(state: RunState) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use rota_core::command::{Declare, Finish};
-    use rota_core::host::HostId;
+    use rota_core::command::Declare;
+    use rota_core::host::{HostId, HostIdentity};
     use rota_core::job::{JobName, JobSpec};
-    use rota_core::time::Timestamp;
+    use rota_core::node::NodeConfig;
+    use rota_core::run::RunId;
+    use rota_core::state::Settings;
+    use rota_core::time::{Mono, Timestamp};
 
     use super::*;
 
@@ -426,9 +460,13 @@ mod tests {
         Timestamp::parse_rfc3339(text).expect("a test time")
     }
 
+    fn job() -> JobName {
+        JobName::new("a").expect("a job name")
+    }
+
     fn declare(scheduled_at: &str, host: Option<HostId>) -> Command {
         Command::Declare(Declare {
-            job: JobName::new("a").expect("a job name"),
+            job: job(),
             scheduled_at: at(scheduled_at),
             attempt: 1,
             trigger: Trigger::Schedule,
@@ -439,19 +477,92 @@ mod tests {
         })
     }
 
-    /// Applies `commands` from index `from` on, through the counters.
-    fn apply_all(
-        metrics: &Metrics,
-        state: &mut State,
-        from: u64,
-        commands: &[Command],
-    ) -> Vec<Outcome> {
-        (from..)
-            .zip(commands)
-            .map(|(index, command)| {
-                metrics.counting(state, index, command, |s| s, |s| s.apply(index, command))
-            })
-            .collect()
+    fn started(run: RunId, at_: &str) -> Command {
+        Command::MarkStarted {
+            run,
+            host: H1,
+            started_at: at(at_),
+        }
+    }
+
+    fn finished(run: RunId, exit_code: i32) -> Command {
+        Command::MarkFinished(Finish {
+            run,
+            host: Some(H1),
+            started_at: None,
+            finished_at: at("2026-01-01T00:10:00Z"),
+            exit_code: Some(exit_code),
+            reason: None,
+            detail: None,
+        })
+    }
+
+    /// A follower's node with job `a`, keeping `kept` ended runs per job, its entries
+    /// counted by `metrics`.
+    struct Fixture {
+        node: Node,
+        metrics: Metrics,
+        index: u64,
+    }
+
+    impl Fixture {
+        fn new(metrics: Metrics, kept: u32) -> Fixture {
+            let identity = HostIdentity {
+                id: H1,
+                cluster_addr: "127.0.0.1:7071".parse().expect("an address"),
+                api_addr: "127.0.0.1:7070".parse().expect("an address"),
+                boot: 1,
+            };
+            let now = Now::new(Mono::ZERO, at("2026-01-01T00:00:00Z"));
+            let node = Node::new(NodeConfig::new(identity), 1, now, State::new());
+            let mut fixture = Fixture {
+                node,
+                metrics,
+                index: 0,
+            };
+            let spec: JobSpec = serde_json::from_str(
+                r#"{"name": "a", "schedule": "* * * * *", "executor": {"process": {"command": ["true"]}}}"#,
+            )
+            .expect("a job");
+            let settings = Settings {
+                runs_kept_per_job_max: kept,
+                ..fixture.node.state().settings().clone()
+            };
+            fixture.apply(Command::LeaderStart {
+                nonce: 0,
+                term: 1,
+                leader: HostId(2),
+                at: at("2026-01-01T00:00:00Z"),
+            });
+            fixture.apply(Command::SetSettings(settings));
+            let created = fixture.apply(Command::PutJob {
+                spec: Box::new(spec),
+                replace: false,
+                at: at("2026-01-01T00:00:00Z"),
+            });
+            assert_eq!(created, Outcome::JobCreated);
+            fixture
+        }
+
+        /// Applies `command` as the next entry.
+        fn apply(&mut self, command: Command) -> Outcome {
+            self.index += 1;
+            let now = Now::new(Mono::from_millis(self.index), at("2026-01-01T00:20:00Z"));
+            self.metrics
+                .apply(&mut self.node, now, self.index, &command)
+        }
+
+        /// Declares a run of `a` on this host at `scheduled_at`.
+        fn declared(&mut self, scheduled_at: &str) -> RunId {
+            match self.apply(declare(scheduled_at, Some(H1))) {
+                Outcome::Declared { run } => run,
+                outcome => panic!("{outcome:?}"),
+            }
+        }
+
+        fn sample(&self, name: &str) -> Option<f64> {
+            sample(&self.metrics.render(&Standing::default()), name)
+        }
     }
 
     /// The value of the sample named exactly `name` (with its labels).
@@ -460,89 +571,35 @@ mod tests {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
-    fn a_state(metrics: &Metrics) -> State {
-        let mut state = State::new();
-        let spec: JobSpec = serde_json::from_str(
-            r#"{"name": "a", "schedule": "* * * * *", "executor": {"process": {"command": ["true"]}}}"#,
-        )
-        .expect("a job");
-        let outcomes = apply_all(
-            metrics,
-            &mut state,
-            1,
-            &[
-                Command::LeaderStart {
-                    nonce: 0,
-                    term: 1,
-                    leader: H1,
-                    at: at("2026-01-01T00:00:00Z"),
-                },
-                Command::PutJob {
-                    spec: Box::new(spec),
-                    replace: false,
-                    at: at("2026-01-01T00:00:00Z"),
-                },
-            ],
-        );
-        assert_eq!(outcomes[1], Outcome::JobCreated);
-        state
-    }
+    const SUCCEEDED: &str = r#"rota_runs_ended_total{state="succeeded",reason=""}"#;
+    const EXIT_CODE: &str = r#"rota_runs_ended_total{state="failed",reason="exit-code"}"#;
+    const STARTED: &str = r#"rota_runs_started_total{trigger="schedule"}"#;
 
     #[test]
     fn runs_are_counted_once_as_they_start_end_or_are_recorded_without_running() {
-        let metrics = Metrics::new();
-        let mut state = a_state(&metrics);
-        let outcomes = apply_all(
-            &metrics,
-            &mut state,
-            3,
-            &[declare("2026-01-01T00:01:00Z", Some(H1))],
-        );
-        let Outcome::Declared { run } = outcomes[0] else {
-            panic!("{outcomes:?}")
-        };
-        let started = Command::MarkStarted {
-            run,
-            host: H1,
-            started_at: at("2026-01-01T00:01:00.030Z"),
-        };
-        let finish = |exit_code| {
-            Command::MarkFinished(Finish {
-                run,
-                host: Some(H1),
-                started_at: Some(at("2026-01-01T00:01:00.030Z")),
-                finished_at: at("2026-01-01T00:01:01Z"),
-                exit_code: Some(exit_code),
-                reason: None,
-                detail: None,
-            })
-        };
-        apply_all(
-            &metrics,
-            &mut state,
-            4,
-            &[
-                started.clone(),
-                // Reported again: counted once.
-                started,
-                Command::Batch(vec![finish(0), declare("2026-01-01T00:02:00Z", None)]),
-                // Ended already: refused, not counted.
-                finish(3),
-                Command::RecordMissed {
-                    job: JobName::new("a").expect("a job name"),
-                    first: at("2026-01-01T00:03:00Z"),
-                    last: at("2026-01-01T00:12:00Z"),
-                    count: 10,
-                    reason: Reason::StartingDeadline,
-                    at: at("2026-01-01T00:20:00Z"),
-                },
-            ],
-        );
-        let text = metrics.render(&Standing::default());
+        let mut f = Fixture::new(Metrics::new(), 100);
+        let run = f.declared("2026-01-01T00:01:00Z");
+        f.apply(started(run, "2026-01-01T00:01:00.030Z"));
+        // Reported again, alone and twice in one batch: counted once.
+        f.apply(started(run, "2026-01-01T00:01:00.030Z"));
+        f.apply(Command::Batch(vec![
+            finished(run, 0),
+            declare("2026-01-01T00:02:00Z", None),
+        ]));
+        // Ended already: refused, not counted.
+        assert!(matches!(f.apply(finished(run, 3)), Outcome::Rejected(_)));
+        f.apply(Command::RecordMissed {
+            job: job(),
+            first: at("2026-01-01T00:03:00Z"),
+            last: at("2026-01-01T00:12:00Z"),
+            count: 10,
+            reason: Reason::StartingDeadline,
+            at: at("2026-01-01T00:20:00Z"),
+        });
         let expect = [
             (r#"rota_runs_declared_total{trigger="schedule"}"#, 1.0),
-            (r#"rota_runs_started_total{trigger="schedule"}"#, 1.0),
-            (r#"rota_runs_ended_total{state="succeeded",reason=""}"#, 1.0),
+            (STARTED, 1.0),
+            (SUCCEEDED, 1.0),
             (
                 r#"rota_fires_not_run_total{state="failed",reason="no-capacity"}"#,
                 1.0,
@@ -556,44 +613,58 @@ mod tests {
             (r#"rota_run_start_lateness_seconds_bucket{le="0.05"}"#, 1.0),
         ];
         for (name, value) in expect {
-            assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
+            assert_eq!(f.sample(name), Some(value), "{name}");
         }
-        assert_eq!(
-            sample(
-                &text,
-                r#"rota_runs_ended_total{state="failed",reason="exit-code"}"#
-            ),
-            None,
-            "{text}"
-        );
+        assert_eq!(f.sample(EXIT_CODE), None);
+        let text = f.metrics.render(&Standing::default());
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_run_reported_twice_or_pruned_within_one_batch_is_counted_once() {
+        // One ended run kept per job: each record pruned the one before.
+        let mut f = Fixture::new(Metrics::new(), 1);
+        let first = f.declared("2026-01-01T00:01:00Z");
+        let second = f.declared("2026-01-01T00:02:00Z");
+        f.apply(Command::Batch(vec![
+            started(first, "2026-01-01T00:01:00.010Z"),
+            started(first, "2026-01-01T00:01:00.010Z"),
+            finished(first, 0),
+            finished(second, 3),
+            declare("2026-01-01T00:03:00Z", None),
+        ]));
+        // The batch pruned both runs before it ended.
+        assert!(f.node.state().run(first).is_none());
+        assert!(f.node.state().run(second).is_none());
+        assert_eq!(f.sample(STARTED), Some(1.0));
+        assert_eq!(f.sample(SUCCEEDED), Some(1.0));
+        assert_eq!(f.sample(EXIT_CODE), Some(1.0));
+        assert_eq!(f.sample("rota_run_start_lateness_seconds_count"), Some(1.0));
+    }
+
+    #[test]
+    fn active_runs_deleted_with_their_job_are_counted() {
+        let mut f = Fixture::new(Metrics::new(), 100);
+        f.declared("2026-01-01T00:01:00Z");
+        f.declared("2026-01-01T00:02:00Z");
+        f.apply(Command::DeleteJob {
+            name: job(),
+            at: at("2026-01-01T00:03:00Z"),
+        });
+        assert_eq!(f.sample("rota_runs_deleted_total"), Some(2.0));
     }
 
     #[test]
     fn entries_the_log_held_at_start_are_applied_but_not_counted() {
         let metrics = Metrics::new();
-        metrics.count_after(3);
-        let mut state = a_state(&metrics);
-        let outcomes = apply_all(
-            &metrics,
-            &mut state,
-            3,
-            &[
-                declare("2026-01-01T00:01:00Z", Some(H1)),
-                declare("2026-01-01T00:02:00Z", Some(H1)),
-            ],
-        );
-        assert!(
-            outcomes
-                .iter()
-                .all(|o| matches!(o, Outcome::Declared { .. })),
-            "{outcomes:?}"
-        );
-        let text = metrics.render(&Standing::default());
+        // The fixture's three entries and the first declaration were in the log.
+        metrics.count_after(4);
+        let mut f = Fixture::new(metrics, 100);
+        f.declared("2026-01-01T00:01:00Z");
+        f.declared("2026-01-01T00:02:00Z");
         assert_eq!(
-            sample(&text, r#"rota_runs_declared_total{trigger="schedule"}"#),
-            Some(1.0),
-            "{text}"
+            f.sample(r#"rota_runs_declared_total{trigger="schedule"}"#),
+            Some(1.0)
         );
     }
 
@@ -611,6 +682,9 @@ mod tests {
             ..Standing::default()
         });
         for (name, value) in [
+            (r#"rota_role{role="follower"}"#, 1.0),
+            (r#"rota_role{role="leader"}"#, 0.0),
+            (r#"rota_role{role="worker"}"#, 0.0),
             (r#"rota_hosts{state="alive"}"#, 2.0),
             (r#"rota_hosts{state="suspect"}"#, 1.0),
             (r#"rota_hosts{state="down"}"#, 0.0),
@@ -618,7 +692,6 @@ mod tests {
             (r#"rota_host_free_ratio{resource="cpu"}"#, 0.5),
             (r#"rota_host_free_ratio{resource="disk"}"#, 0.875),
             ("rota_host_docker", 1.0),
-            (r#"rota_role{role="follower"}"#, 1.0),
             ("rota_raft_term", 7.0),
             ("rota_jobs", 3.0),
             ("rota_leader_ready", 0.0),
@@ -626,6 +699,5 @@ mod tests {
         ] {
             assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
         }
-        assert_eq!(sample(&text, r#"rota_role{role="leader"}"#), None, "{text}");
     }
 }

@@ -584,6 +584,22 @@ pub struct MemberView {
     pub resources: Option<ResourceSample>,
 }
 
+/// Sees each command of an applied entry apply, for what the runtime records of it
+/// (metrics). It observes only: it cannot change what applies.
+pub trait ApplyWatch {
+    /// Just before `command` applies to `state`.
+    fn before(&mut self, state: &State, command: &Command) {
+        let _ = (state, command);
+    }
+    /// Just after `command` applied to `state`, answering `outcome`.
+    fn after(&mut self, state: &State, command: &Command, outcome: &Outcome) {
+        let _ = (state, command, outcome);
+    }
+}
+
+/// Watches nothing.
+impl ApplyWatch for () {}
+
 /// One cluster member's logic. See the module documentation for how to drive it.
 #[derive(Debug)]
 pub struct Node {
@@ -767,6 +783,18 @@ impl Node {
 
     /// Applies one committed Raft entry and answers its outcome.
     pub fn handle_applied(&mut self, now: Now, index: u64, command: &Command) -> Outcome {
+        self.handle_applied_watched(now, index, command, &mut ())
+    }
+
+    /// As [`Node::handle_applied`], showing `watch` the state just before and just after
+    /// each command (each command of a batch in turn).
+    pub fn handle_applied_watched(
+        &mut self,
+        now: Now,
+        index: u64,
+        command: &Command,
+        watch: &mut dyn ApplyWatch,
+    ) -> Outcome {
         self.now = now;
         // The leader reacts to each command of a batch as it applies, just as it would
         // to the same commands in entries of their own. It then finds what the command
@@ -775,10 +803,10 @@ impl Node {
             Command::Batch(commands) => Outcome::Batch(
                 commands
                     .iter()
-                    .map(|c| self.apply_and_react(index, c, State::apply_in_batch))
+                    .map(|c| self.apply_and_react(index, c, State::apply_in_batch, watch))
                     .collect(),
             ),
-            command => self.apply_and_react(index, command, State::apply),
+            command => self.apply_and_react(index, command, State::apply, watch),
         };
         self.with_leader(|leader, ctx| leader.flush(ctx));
         for (command, outcome) in flatten(command, &outcome) {
@@ -799,9 +827,12 @@ impl Node {
         index: u64,
         command: &Command,
         apply: fn(&mut State, u64, &Command) -> Outcome,
+        watch: &mut dyn ApplyWatch,
     ) -> Outcome {
         let before = leader::Before::capture(&self.state, command);
+        watch.before(&self.state, command);
         let outcome = apply(&mut self.state, index, command);
+        watch.after(&self.state, command, &outcome);
         self.with_leader(|leader, ctx| leader.on_applied(ctx, command, &outcome, before));
         outcome
     }
