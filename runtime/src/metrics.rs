@@ -338,20 +338,61 @@ impl Metrics {
             "1 for this host's role (leader, follower, i.e. a voter, or worker), 0 for the others",
             role,
         );
-        let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
-        let count = |n: usize| gauge(u64::try_from(n).unwrap_or(u64::MAX));
-        now.register(
-            "leader_ready",
-            "1 on a leader that has taken over and accepts writes",
-            gauge(u64::from(standing.leader_ready)),
-        );
-        now.register("raft_term", "The Raft term", gauge(standing.term));
-        now.register(
-            "raft_applied_index",
-            "The last Raft entry applied here",
-            gauge(standing.applied_index),
-        );
-        now.register("raft_voters", "Raft voters", count(standing.voters));
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let gauges = [
+            (
+                "leader_ready",
+                "1 on a leader that has taken over and accepts writes",
+                u64::from(standing.leader_ready),
+            ),
+            ("raft_term", "The Raft term", standing.term),
+            (
+                "raft_applied_index",
+                "The last Raft entry applied here",
+                standing.applied_index,
+            ),
+            ("raft_voters", "Raft voters", count(standing.voters)),
+            (
+                "host_runs",
+                "Runs this host is executing, or whose end the leader has not acknowledged yet",
+                count(standing.runs_here),
+            ),
+            (
+                "host_docker",
+                "1 when this host advertises a Docker engine",
+                u64::from(standing.docker),
+            ),
+            ("jobs", "Jobs in the replicated state", count(standing.jobs)),
+            (
+                "runs_active",
+                "Runs declared or running, cluster-wide",
+                count(standing.active_runs),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            now.register(name, help, ConstGauge::new(value));
+        }
+        let counters = [
+            (
+                "rpc_frames_refused",
+                "Cluster RPC frames refused since start (too large, or undecodable)",
+                standing.rpc_frames_refused,
+            ),
+            (
+                "rpc_connections_refused",
+                "Cluster RPC connections refused since start (too many open)",
+                standing.rpc_connections_refused,
+            ),
+            (
+                "gossip_datagrams_refused",
+                "Gossip datagrams that did not decode, since start",
+                standing.gossip_datagrams_refused,
+            ),
+        ];
+        for (name, help, value) in counters {
+            now.register(name, help, ConstCounter::new(value));
+        }
         let hosts = Family::<LivenessLabels, Gauge>::default();
         for (state, n) in ["alive", "suspect", "down"].into_iter().zip(standing.hosts) {
             hosts
@@ -362,11 +403,6 @@ impl Metrics {
             "hosts",
             "Hosts gossip knows, by liveness (alive, suspect, down)",
             hosts,
-        );
-        now.register(
-            "host_runs",
-            "Runs this host is executing, or whose end the leader has not acknowledged yet",
-            count(standing.runs_here),
         );
         let free = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
         if let Some(fractions) = standing.free {
@@ -379,32 +415,6 @@ impl Metrics {
             "host_free_ratio",
             "This host's free share of CPU, memory and disk, as it advertises them; placement needs 0.25 of each",
             free,
-        );
-        now.register(
-            "host_docker",
-            "1 when this host advertises a Docker engine",
-            gauge(u64::from(standing.docker)),
-        );
-        now.register("jobs", "Jobs in the replicated state", count(standing.jobs));
-        now.register(
-            "runs_active",
-            "Runs declared or running, cluster-wide",
-            count(standing.active_runs),
-        );
-        now.register(
-            "rpc_frames_refused",
-            "Cluster RPC frames refused since start (too large, or undecodable)",
-            ConstCounter::new(standing.rpc_frames_refused),
-        );
-        now.register(
-            "rpc_connections_refused",
-            "Cluster RPC connections refused since start (too many open)",
-            ConstCounter::new(standing.rpc_connections_refused),
-        );
-        now.register(
-            "gossip_datagrams_refused",
-            "Gossip datagrams that did not decode, since start",
-            ConstCounter::new(standing.gossip_datagrams_refused),
         );
         let mut text = String::new();
         // Writing to a `String` cannot fail.
