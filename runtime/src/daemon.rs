@@ -317,8 +317,7 @@ pub async fn start(
     ));
     // What the log held at start was applied (and counted) before; only later entries
     // are counted.
-    let metrics = Arc::new(Metrics::new());
-    metrics.count_after(log.last_index().unwrap_or(0));
+    let metrics = Arc::new(Metrics::counting_after(log.last_index().unwrap_or(0)));
     let recovered = snapshots.load_latest()?;
     let state = match &recovered {
         Some((meta, bytes)) => {

@@ -16,7 +16,7 @@
 //!   jobs, active runs, hosts by liveness, this host's runs and free resources, and what
 //!   the cluster RPC and gossip refused.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -30,6 +30,8 @@ use rota_core::node::{ApplyWatch, Node, Role};
 use rota_core::run::{Reason, Run, RunState, Trigger};
 use rota_core::state::State;
 use rota_core::time::Now;
+
+use crate::api::views::StatusView;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -87,7 +89,7 @@ impl Seen {
 pub struct Metrics {
     registry: Registry,
     /// Entries up to this log index were in the log at start: not counted.
-    counted_after: AtomicU64,
+    counted_after: u64,
     declared: Family<TriggerLabels, Counter>,
     started: Family<TriggerLabels, Counter>,
     ended: Family<EndLabels, Counter>,
@@ -96,27 +98,11 @@ pub struct Metrics {
     lateness: Histogram,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 /// How things stand on this host, read when scraped.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct Standing {
-    /// Leader, follower or worker.
-    pub role: Option<Role>,
-    /// Whether it leads and has taken over (accepts writes).
-    pub leader_ready: bool,
-    /// The Raft term.
-    pub term: u64,
-    /// The last entry applied here.
-    pub applied_index: u64,
-    /// Jobs in the state.
-    pub jobs: usize,
-    /// Runs declared or running, cluster-wide.
-    pub active_runs: usize,
+    /// The host as `GET /v1/status` shows it.
+    pub status: StatusView,
     /// Hosts gossip knows: alive, suspect, down.
     pub hosts: [usize; 3],
     /// Runs this host is executing, or whose end it has not had acknowledged yet.
@@ -125,19 +111,13 @@ pub struct Standing {
     pub free: Option<[f64; 3]>,
     /// Whether this host advertises a Docker engine.
     pub docker: bool,
-    /// Raft voters.
-    pub voters: usize,
-    /// Cluster RPC frames refused since start.
-    pub rpc_frames_refused: u64,
-    /// Cluster RPC connections refused since start.
-    pub rpc_connections_refused: u64,
-    /// Gossip datagrams that did not decode, since start.
-    pub gossip_datagrams_refused: u64,
 }
 
 impl Metrics {
-    /// Metrics with every counter at zero, counting every entry applied.
-    pub fn new() -> Metrics {
+    /// Metrics with every counter at zero, counting only the entries after log index
+    /// `index`: those up to it were in the log at start, and may have been counted
+    /// before a restart.
+    pub fn counting_after(index: u64) -> Metrics {
         let mut registry = Registry::with_prefix("rota");
         let declared = Family::<TriggerLabels, Counter>::default();
         registry.register(
@@ -177,7 +157,7 @@ impl Metrics {
         );
         Metrics {
             registry,
-            counted_after: AtomicU64::new(0),
+            counted_after: index,
             declared,
             started,
             ended,
@@ -187,16 +167,10 @@ impl Metrics {
         }
     }
 
-    /// Counts only the entries after log index `index`: those up to it were in the log
-    /// at start, and may have been counted before a restart.
-    pub fn count_after(&self, index: u64) {
-        self.counted_after.store(index, Ordering::Relaxed);
-    }
-
     /// Applies `command`, committed at log index `index`, to `node`, and counts what it
     /// changed.
     pub fn apply(&self, node: &mut Node, now: Now, index: u64, command: &Command) -> Outcome {
-        if index <= self.counted_after.load(Ordering::Relaxed) {
+        if index <= self.counted_after {
             return node.handle_applied(now, index, command);
         }
         node.handle_applied_watched(now, index, command, &mut Counting::new(self))
@@ -325,13 +299,12 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text: the counters, then how things stand.
     pub fn render(&self, standing: &Standing) -> String {
+        let status = &standing.status;
         let mut now = Registry::with_prefix("rota");
         let role = Family::<RoleLabels, Gauge>::default();
-        if let Some(current) = standing.role {
-            for r in [Role::Leader, Role::Follower, Role::Worker] {
-                role.get_or_create(&RoleLabels { role: role_name(r) })
-                    .set(i64::from(r == current));
-            }
+        for r in [Role::Leader, Role::Follower, Role::Worker] {
+            role.get_or_create(&RoleLabels { role: role_name(r) })
+                .set(i64::from(r == status.role));
         }
         now.register(
             "role",
@@ -343,15 +316,15 @@ impl Metrics {
             (
                 "leader_ready",
                 "1 on a leader that has taken over and accepts writes",
-                u64::from(standing.leader_ready),
+                u64::from(status.leader_ready),
             ),
-            ("raft_term", "The Raft term", standing.term),
+            ("raft_term", "The Raft term", status.term),
             (
                 "raft_applied_index",
                 "The last Raft entry applied here",
-                standing.applied_index,
+                status.applied_index,
             ),
-            ("raft_voters", "Raft voters", count(standing.voters)),
+            ("raft_voters", "Raft voters", count(status.voters)),
             (
                 "host_runs",
                 "Runs this host is executing, or whose end the leader has not acknowledged yet",
@@ -362,11 +335,11 @@ impl Metrics {
                 "1 when this host advertises a Docker engine",
                 u64::from(standing.docker),
             ),
-            ("jobs", "Jobs in the replicated state", count(standing.jobs)),
+            ("jobs", "Jobs in the replicated state", count(status.jobs)),
             (
                 "runs_active",
                 "Runs declared or running, cluster-wide",
-                count(standing.active_runs),
+                count(status.active_runs),
             ),
         ];
         for (name, help, value) in gauges {
@@ -377,17 +350,17 @@ impl Metrics {
             (
                 "rpc_frames_refused",
                 "Cluster RPC frames refused since start (too large, or undecodable)",
-                standing.rpc_frames_refused,
+                status.rpc_frames_refused,
             ),
             (
                 "rpc_connections_refused",
                 "Cluster RPC connections refused since start (too many open)",
-                standing.rpc_connections_refused,
+                status.rpc_connections_refused,
             ),
             (
                 "gossip_datagrams_refused",
                 "Gossip datagrams that did not decode, since start",
-                standing.gossip_datagrams_refused,
+                status.gossip_datagrams_refused,
             ),
         ];
         for (name, help, value) in counters {
@@ -571,7 +544,36 @@ mod tests {
         }
 
         fn sample(&self, name: &str) -> Option<f64> {
-            sample(&self.metrics.render(&Standing::default()), name)
+            sample(&self.metrics.render(&standing(Role::Follower)), name)
+        }
+    }
+
+    /// A host in `role` with nothing else to show.
+    fn standing(role: Role) -> Standing {
+        Standing {
+            status: StatusView {
+                id: 1,
+                api_addr: "127.0.0.1:7070".into(),
+                cluster_addr: "127.0.0.1:7071".into(),
+                role,
+                is_leader: role == Role::Leader,
+                leader_ready: false,
+                leader_id: None,
+                leader_api: None,
+                term: 0,
+                cluster_size: 0,
+                voters: 0,
+                applied_index: 0,
+                jobs: 0,
+                active_runs: 0,
+                rpc_frames_refused: 0,
+                rpc_connections_refused: 0,
+                gossip_datagrams_refused: 0,
+            },
+            hosts: [0; 3],
+            runs_here: 0,
+            free: None,
+            docker: false,
         }
     }
 
@@ -587,7 +589,7 @@ mod tests {
 
     #[test]
     fn runs_are_counted_once_as_they_start_end_or_are_recorded_without_running() {
-        let mut f = Fixture::new(Metrics::new(), 100);
+        let mut f = Fixture::new(Metrics::counting_after(0), 100);
         let run = f.declared("2026-01-01T00:01:00Z");
         f.apply(started(run, "2026-01-01T00:01:00.030Z"));
         // Reported again, alone and twice in one batch: counted once.
@@ -626,14 +628,14 @@ mod tests {
             assert_eq!(f.sample(name), Some(value), "{name}");
         }
         assert_eq!(f.sample(EXIT_CODE), None);
-        let text = f.metrics.render(&Standing::default());
+        let text = f.metrics.render(&standing(Role::Follower));
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
     fn a_run_reported_twice_or_pruned_within_one_batch_is_counted_once() {
         // One ended run kept per job: each record pruned the one before.
-        let mut f = Fixture::new(Metrics::new(), 1);
+        let mut f = Fixture::new(Metrics::counting_after(0), 1);
         let first = f.declared("2026-01-01T00:01:00Z");
         let second = f.declared("2026-01-01T00:02:00Z");
         f.apply(Command::Batch(vec![
@@ -654,7 +656,7 @@ mod tests {
 
     #[test]
     fn active_runs_deleted_with_their_job_are_counted() {
-        let mut f = Fixture::new(Metrics::new(), 100);
+        let mut f = Fixture::new(Metrics::counting_after(0), 100);
         f.declared("2026-01-01T00:01:00Z");
         f.declared("2026-01-01T00:02:00Z");
         f.apply(Command::DeleteJob {
@@ -666,10 +668,8 @@ mod tests {
 
     #[test]
     fn entries_the_log_held_at_start_are_applied_but_not_counted() {
-        let metrics = Metrics::new();
         // The fixture's three entries and the first declaration were in the log.
-        metrics.count_after(4);
-        let mut f = Fixture::new(metrics, 100);
+        let mut f = Fixture::new(Metrics::counting_after(4), 100);
         f.declared("2026-01-01T00:01:00Z");
         f.declared("2026-01-01T00:02:00Z");
         assert_eq!(
@@ -680,17 +680,15 @@ mod tests {
 
     #[test]
     fn how_the_host_stands_is_shown_with_its_role() {
-        let text = Metrics::new().render(&Standing {
-            role: Some(Role::Follower),
-            term: 7,
-            jobs: 3,
-            rpc_frames_refused: 2,
-            hosts: [2, 1, 0],
-            runs_here: 4,
-            free: Some([0.5, 0.75, 0.875]),
-            docker: true,
-            ..Standing::default()
-        });
+        let mut host = standing(Role::Follower);
+        host.status.term = 7;
+        host.status.jobs = 3;
+        host.status.rpc_frames_refused = 2;
+        host.hosts = [2, 1, 0];
+        host.runs_here = 4;
+        host.free = Some([0.5, 0.75, 0.875]);
+        host.docker = true;
+        let text = Metrics::counting_after(0).render(&host);
         for (name, value) in [
             (r#"rota_role{role="follower"}"#, 1.0),
             (r#"rota_role{role="leader"}"#, 0.0),

@@ -422,42 +422,36 @@ async fn write<'a>(
 
 async fn status(handle: &Handle) -> Response<Body> {
     let h = handle.clone();
-    let view = handle
-        .with_node(move |node, _| {
-            let raft = node.raft().clone();
-            let known = known_leader(node);
-            let leader = known.as_ref().map(|(id, _, _)| *id);
-            let leader_api = known.and_then(|(id, _, api)| leader_api(&h, id.0).or(api));
-            StatusView {
-                id: node.identity().id.0,
-                api_addr: node.identity().api_addr.to_string(),
-                cluster_addr: node.identity().cluster_addr.to_string(),
-                role: node.role(),
-                is_leader: raft.is_leader,
-                leader_ready: node.is_ready_leader(),
-                leader_id: leader.map(|l| l.0),
-                leader_api,
-                term: raft.term.max(node.known_leader().map_or(0, |(_, t, _)| t)),
-                cluster_size: node.members().len(),
-                voters: raft.voters.len(),
-                applied_index: node.state().applied_index(),
-                jobs: node.state().jobs().len(),
-                active_runs: node.state().active_count(),
-                rpc_frames_refused: h
-                    .rpc_stats
-                    .bad_frames
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                rpc_connections_refused: h
-                    .rpc_stats
-                    .refused_connections
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                gossip_datagrams_refused: node.bad_datagrams(),
-            }
-        })
-        .await;
-    match view {
+    match handle.with_node(move |node, _| status_view(node, &h)).await {
         Ok(view) => json_response(StatusCode::OK, &view),
         Err(_) => unavailable("this host is shutting down"),
+    }
+}
+
+/// This host as `GET /v1/status` shows it, and as its metrics show it.
+fn status_view(node: &rota_core::node::Node, h: &Handle) -> StatusView {
+    let raft = node.raft();
+    let known = known_leader(node);
+    let leader = known.as_ref().map(|(id, _, _)| *id);
+    let leader_api = known.and_then(|(id, _, api)| leader_api(h, id.0).or(api));
+    StatusView {
+        id: node.identity().id.0,
+        api_addr: node.identity().api_addr.to_string(),
+        cluster_addr: node.identity().cluster_addr.to_string(),
+        role: node.role(),
+        is_leader: raft.is_leader,
+        leader_ready: node.is_ready_leader(),
+        leader_id: leader.map(|l| l.0),
+        leader_api,
+        term: raft.term.max(node.known_leader().map_or(0, |(_, t, _)| t)),
+        cluster_size: node.members().len(),
+        voters: raft.voters.len(),
+        applied_index: node.state().applied_index(),
+        jobs: node.state().jobs().len(),
+        active_runs: node.state().active_count(),
+        rpc_frames_refused: h.rpc_stats.bad_frames.load(Ordering::Relaxed),
+        rpc_connections_refused: h.rpc_stats.refused_connections.load(Ordering::Relaxed),
+        gossip_datagrams_refused: node.bad_datagrams(),
     }
 }
 
@@ -467,24 +461,14 @@ async fn metrics(handle: &Handle) -> Response<Body> {
     let h = handle.clone();
     let standing = handle
         .with_node(move |node, _| {
-            let raft = node.raft();
             let members = node.members();
             let own = members.iter().find(|m| m.id == node.identity().id);
             Standing {
-                role: Some(node.role()),
-                leader_ready: node.is_ready_leader(),
-                term: raft.term,
-                applied_index: node.state().applied_index(),
-                jobs: node.state().jobs().len(),
-                active_runs: node.state().active_count(),
+                status: status_view(node, &h),
                 hosts: hosts_by_liveness(&members),
                 runs_here: node.local_runs().count(),
                 free: own.and_then(|m| m.free),
                 docker: own.is_some_and(|m| m.docker),
-                voters: raft.voters.len(),
-                rpc_frames_refused: h.rpc_stats.bad_frames.load(Ordering::Relaxed),
-                rpc_connections_refused: h.rpc_stats.refused_connections.load(Ordering::Relaxed),
-                gossip_datagrams_refused: node.bad_datagrams(),
             }
         })
         .await;
