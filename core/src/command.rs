@@ -92,7 +92,8 @@ pub enum Command {
     /// Stops an active run on request. Its host stops the command (terminate, then kill
     /// after the grace period) and reports it ended `stopped`; a run its host has not
     /// started yet is never started. A run already being stopped keeps its first
-    /// reason; a stopped run is not retried.
+    /// reason. A run asked to stop is not retried, even when something else (its host's
+    /// death, its timeout) ends it first.
     StopRun {
         /// The run.
         run: RunId,

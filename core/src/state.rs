@@ -149,6 +149,16 @@ fn owe_retry(
     });
 }
 
+/// Says in an ended run's detail why its fire is not tried again, though the run's
+/// reason would owe a retry.
+fn not_tried_again(run: &mut Run, why: &str) {
+    let note = match run.detail.take() {
+        Some(detail) => format!("not tried again: {why}; {detail}"),
+        None => format!("not tried again: {why}"),
+    };
+    run.detail = Some(bounded_detail(&note));
+}
+
 /// Appends an ended run to a job's history, dropping the oldest beyond the bound.
 fn push_ended(record: &mut JobRecord, id: RunId, runs: &mut IdTable<Run>, settings: &Settings) {
     record.history.push_back(id);
@@ -524,6 +534,29 @@ impl State {
                     old_run.stop.get_or_insert(Reason::Replaced);
                 }
             }
+            // The retries still owed to earlier fires are replaced too: declared later,
+            // an older fire's retry would replace this newer run in its turn. The run
+            // each would have retried says so.
+            if d.trigger != Trigger::Retry {
+                let mut dropped = Vec::new();
+                job.retries.retain(|retry| {
+                    let keep = retry.scheduled_at >= d.scheduled_at;
+                    if !keep {
+                        dropped.push(*retry);
+                    }
+                    keep
+                });
+                for retry in dropped {
+                    let failed = job.history.iter().rev().find_map(|ended| {
+                        let r = self.runs.get(*ended)?;
+                        (r.scheduled_at == retry.scheduled_at && r.attempt + 1 == retry.attempt)
+                            .then_some(*ended)
+                    });
+                    if let Some(failed) = failed.and_then(|f| self.runs.get_mut(f)) {
+                        not_tried_again(failed, &format!("run {id}, of a later fire, replaced it"));
+                    }
+                }
+            }
         }
         job.active.push(id);
         self.active.insert(id);
@@ -598,8 +631,21 @@ impl State {
         self.active.remove(&f.run);
         if let Some(record) = self.jobs.get_mut(&run.job) {
             record.active.retain(|id| *id != f.run);
-            if let Some(reason) = reason {
-                owe_retry(record, scheduled_at, attempt, reason, f.finished_at);
+            match (reason, run.stop) {
+                (Some(reason), None) => {
+                    owe_retry(record, scheduled_at, attempt, reason, f.finished_at);
+                }
+                // A run asked to stop that something else ended first (its host died,
+                // it timed out) keeps that reason, but its fire is not tried again:
+                // the request was that it not run on. Its detail says so.
+                (Some(reason), Some(stop))
+                    if reason != stop
+                        && reason.is_retryable()
+                        && attempt <= record.spec.retries =>
+                {
+                    not_tried_again(run, &format!("it had been asked to stop ({stop})"));
+                }
+                _ => {}
             }
             push_ended(record, f.run, &mut self.runs, &self.settings);
         }

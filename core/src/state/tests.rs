@@ -436,6 +436,181 @@ fn a_run_stopped_on_request_ends_stopped_keeps_an_earlier_reason_and_owes_no_ret
 }
 
 #[test]
+fn a_run_asked_to_stop_that_ends_otherwise_keeps_its_reason_and_owes_no_retry() {
+    let mut spec = job("a", "* * * * *");
+    spec.retries = 2;
+    spec.retry_backoff_s = 0;
+    let (mut state, mut i) = state_with(&[spec]);
+    let ended = |state: &State, run| {
+        let r = state.run(run).unwrap();
+        (r.state, r.reason, r.detail.clone())
+    };
+    // Asked to stop, then its host is lost before it could stop it.
+    let lost = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    let stop = Command::StopRun {
+        run: lost,
+        at: ts("2026-01-01T00:01:05Z"),
+    };
+    assert_eq!(apply(&mut state, &mut i, &stop), Outcome::Done);
+    let mut host_lost = finish(
+        lost,
+        None,
+        None,
+        Some(Reason::HostLost),
+        "2026-01-01T00:01:30Z",
+    );
+    if let Command::MarkFinished(f) = &mut host_lost {
+        f.detail = Some("host 1 stopped answering".into());
+    }
+    apply(&mut state, &mut i, &host_lost);
+    assert_eq!(
+        ended(&state, lost),
+        (
+            RunState::Failed,
+            Some(Reason::HostLost),
+            Some(
+                "not tried again: it had been asked to stop (stopped); host 1 stopped answering"
+                    .into()
+            )
+        )
+    );
+    assert!(
+        state.job(&name("a")).unwrap().retries.is_empty(),
+        "a run asked to stop is not tried again"
+    );
+
+    // The same end without a request to stop owes a retry, as before.
+    let plain = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    apply(
+        &mut state,
+        &mut i,
+        &finish(
+            plain,
+            None,
+            None,
+            Some(Reason::HostLost),
+            "2026-01-01T00:02:30Z",
+        ),
+    );
+    assert_eq!(ended(&state, plain).2, None);
+    assert_eq!(state.job(&name("a")).unwrap().retries.len(), 1);
+
+    // A run being replaced that times out first is not tried again either: its retry
+    // would replace the newer fire's run.
+    let mut spec = job("b", "* * * * *");
+    spec.concurrency = Concurrency::Replace;
+    spec.retries = 1;
+    apply(
+        &mut state,
+        &mut i,
+        &Command::PutJob {
+            spec: Box::new(spec),
+            replace: false,
+            at: ts("2026-01-01T00:00:00Z"),
+        },
+    );
+    let old = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("b", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("b", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H2)),
+    ));
+    apply(
+        &mut state,
+        &mut i,
+        &finish(
+            old,
+            Some(H1),
+            None,
+            Some(Reason::Timeout),
+            "2026-01-01T00:02:01Z",
+        ),
+    );
+    let (state_, reason, detail) = ended(&state, old);
+    assert_eq!((state_, reason), (RunState::Failed, Some(Reason::Timeout)));
+    assert_eq!(
+        detail.as_deref(),
+        Some("not tried again: it had been asked to stop (replaced)")
+    );
+    assert!(state.job(&name("b")).unwrap().retries.is_empty());
+}
+
+#[test]
+fn under_replace_a_newer_fire_replaces_the_retries_owed_to_older_ones() {
+    let mut spec = job("a", "* * * * *");
+    spec.concurrency = Concurrency::Replace;
+    spec.retries = 2;
+    spec.retry_backoff_s = 30;
+    let (mut state, mut i) = state_with(&[spec]);
+    let first = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    apply(
+        &mut state,
+        &mut i,
+        &finish(first, Some(H1), Some(1), None, "2026-01-01T00:01:40Z"),
+    );
+    assert_eq!(state.job(&name("a")).unwrap().retries.len(), 1);
+    // The next fire comes before the retry is due; it is refused capacity first, which
+    // replaces nothing: the retry is still owed.
+    let refused = apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, None),
+    );
+    assert!(
+        matches!(
+            refused,
+            Outcome::Recorded {
+                reason: Reason::NoCapacity,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(state.job(&name("a")).unwrap().retries.len(), 2);
+    // The fire after is declared: the retries of both older fires are gone, and the
+    // run each would have retried says why.
+    let newer = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", "2026-01-01T00:03:00Z", 1, Trigger::Schedule, Some(H2)),
+    ));
+    assert!(state.job(&name("a")).unwrap().retries.is_empty());
+    let detail = state.run(first).unwrap().detail.clone();
+    assert_eq!(
+        detail,
+        Some(format!(
+            "not tried again: run {newer}, of a later fire, replaced it"
+        ))
+    );
+    // A retry the leader proposed before it knew is refused, and the newer run stays.
+    assert_eq!(
+        apply(
+            &mut state,
+            &mut i,
+            &declare("a", "2026-01-01T00:01:00Z", 2, Trigger::Retry, Some(H1)),
+        ),
+        Outcome::Rejected(Rejection::NoPendingRetry)
+    );
+    assert_eq!(state.run(newer).unwrap().stop, None);
+}
+
+#[test]
 fn exit_codes_decide_success_and_failures_owe_retries_with_backoff() {
     let mut spec = job("a", "@hourly");
     spec.retries = 2;
