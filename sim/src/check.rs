@@ -163,6 +163,37 @@ pub fn check(h: &History) -> Report {
         }
     }
 
+    // 3b. Under replace the newest fire wins: no scheduled run (or retry) starts after
+    // a run of a later fire of the same job started.
+    for (name, job) in reference.jobs() {
+        if job.spec.concurrency != Concurrency::Replace {
+            continue;
+        }
+        let mut runs: Vec<&TruthRun> = h
+            .truth
+            .iter()
+            .filter(|r| &r.job == name && !manual(r))
+            .collect();
+        runs.sort_by_key(|r| r.started_ms);
+        let mut newest: Option<&TruthRun> = None;
+        for run in runs {
+            if let Some(newer) = newest.filter(|n| n.scheduled_at > run.scheduled_at) {
+                fail(format!(
+                    "replace job {name}: run {} of fire {} attempt {} started at {} ms, after run {} of the later fire {} started at {} ms",
+                    run.run,
+                    run.scheduled_at,
+                    run.attempt,
+                    run.started_ms,
+                    newer.run,
+                    newer.scheduled_at,
+                    newer.started_ms
+                ));
+            } else {
+                newest = Some(run);
+            }
+        }
+    }
+
     // 4. No run is left declared; no run is left on a host lost for good.
     for run in reference.active_runs() {
         let lost_host = run
@@ -209,8 +240,9 @@ pub fn check(h: &History) -> Report {
             ));
         }
     }
-    // 8. A run asked to stop (acknowledged) has ended by the end. One that ended
-    // `stopped` is not tried again, and one recorded stopped before it started never ran.
+    // 8. A run asked to stop (acknowledged) has ended by the end, and is not tried
+    // again, whatever ended it (its host may have died first). One recorded stopped
+    // before it started never ran.
     for ack in h.acked.iter().filter(|a| a.what == "stop") {
         let Some(run) = ack.run.and_then(|id| reference.run(RunId(id))) else {
             // Aged out of its job's bounded history: it ended.
@@ -223,9 +255,6 @@ pub fn check(h: &History) -> Report {
             ));
             continue;
         }
-        if run.reason != Some(Reason::Stopped) {
-            continue;
-        }
         let retried = reference.runs().any(|(_, r)| {
             r.job == run.job
                 && r.scheduled_at == run.scheduled_at
@@ -234,9 +263,12 @@ pub fn check(h: &History) -> Report {
         });
         if retried {
             fail(format!(
-                "run {} of {} ended stopped on request, yet was tried again",
-                run.id, run.job
+                "run {} of {} was asked to stop and ended {:?}, yet was tried again",
+                run.id, run.job, run.reason
             ));
+        }
+        if run.reason != Some(Reason::Stopped) {
+            continue;
         }
         if run.started_at.is_none() && h.truth.iter().any(|t| t.run == run.id) {
             fail(format!(

@@ -51,6 +51,25 @@ pub enum DispatchCrash {
     AfterStart,
     /// Crash this host (the leader's) when it is told to start a run, before it starts it.
     BeforeStartOn(HostId),
+    /// Crash the host running this run when it is told to stop it, before it stops it.
+    /// Waits for its run, letting the other crashes go first.
+    BeforeStop(RunId),
+}
+
+impl DispatchCrash {
+    /// What fired, for the history.
+    pub fn describe(self) -> String {
+        match self {
+            DispatchCrash::None => "nothing".into(),
+            DispatchCrash::BeforeStart | DispatchCrash::BeforeStartOn(_) => {
+                "before starting a dispatched run".into()
+            }
+            DispatchCrash::AfterStart => {
+                "after starting a dispatched run, before reporting it".into()
+            }
+            DispatchCrash::BeforeStop(run) => format!("before stopping run {run}"),
+        }
+    }
 }
 
 /// Everything executors on all hosts share with the simulator.
@@ -172,17 +191,20 @@ impl Executor for SimExecutor {
                 return;
             }
         }
-        let mut crash = lock(&self.truth)
+        // The first crash armed for a start, if any.
+        let armed = lock(&self.truth)
             .dispatch_crash
-            .first()
-            .copied()
+            .iter()
+            .position(|c| !matches!(c, DispatchCrash::BeforeStop(_)));
+        let mut crash = armed
+            .map(|at| lock(&self.truth).dispatch_crash[at])
             .unwrap_or_default();
         if crash == DispatchCrash::BeforeStartOn(self.host) {
             crash = DispatchCrash::BeforeStart;
         }
-        if crash == DispatchCrash::BeforeStart {
+        if let (DispatchCrash::BeforeStart, Some(at)) = (crash, armed) {
             let mut truth = lock(&self.truth);
-            truth.dispatch_crash.remove(0);
+            truth.dispatch_crash.remove(at);
             truth.crash_now.push((self.host, crash));
             return;
         }
@@ -209,8 +231,8 @@ impl Executor for SimExecutor {
                 ended_ms: None,
                 started_wall: now,
             });
-            if crash == DispatchCrash::AfterStart {
-                truth.dispatch_crash.remove(0);
+            if let (DispatchCrash::AfterStart, Some(at)) = (crash, armed) {
+                truth.dispatch_crash.remove(at);
                 truth.crash_now.push((self.host, crash));
             }
             truth.runs.len() - 1
@@ -251,6 +273,20 @@ impl Executor for SimExecutor {
     }
 
     fn stop(&self, run: RunId, reason: Reason) {
+        if !lock(&self.runs).running.contains_key(&run) {
+            return;
+        }
+        {
+            let mut truth = lock(&self.truth);
+            let crash = DispatchCrash::BeforeStop(run);
+            if let Some(at) = truth.dispatch_crash.iter().position(|c| *c == crash) {
+                // The host dies with the run still going; the simulator crashes it
+                // before anything else happens.
+                truth.dispatch_crash.remove(at);
+                truth.crash_now.push((self.host, crash));
+                return;
+            }
+        }
         let Some((index, task)) = lock(&self.runs).running.remove(&run) else {
             return;
         };

@@ -76,8 +76,9 @@ pub enum Write {
     Trigger { job: usize },
     /// Create another job.
     Create { job: PlannedJob },
-    /// Stop the job's newest active run, if it has one when the operator looks.
-    Stop { job: usize },
+    /// Stop the job's newest active run, if it has one when the operator looks; with
+    /// `crash_host`, its host crashes when told to stop it, before it does.
+    Stop { job: usize, crash_host: bool },
 }
 
 /// Everything a seed decides.
@@ -234,10 +235,14 @@ impl Plan {
         // Requests to stop a run come from a generator of their own, so that the other
         // draws of a seed stay what they were.
         let mut stops = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5709_0000_5709_0000);
+        // And whether the host crashes as it is told to stop, from another, so that the
+        // stops drawn stay what they were.
+        let mut crashes = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5709_c4a5_5709_c4a5);
         for _ in 0..stops.random_range(0..=2usize) {
             let at = stops.random_range(start_ms..heal_ms);
             let job = stops.random_range(0..jobs.len());
-            writes.push((at, Write::Stop { job }));
+            let crash_host = crashes.random_bool(0.3);
+            writes.push((at, Write::Stop { job, crash_host }));
         }
         writes.sort_by_key(|(at, _)| *at);
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rota_core::host::{HostId, ResourceSample};
+use rota_core::run::RunId;
 use rota_core::state::State;
 use runtime::config::{Config, ResourcesOverride};
 use runtime::daemon::{self, Parts};
@@ -227,16 +228,12 @@ pub fn run(plan: Plan) -> Result<History, String> {
         for (host, kind) in asked {
             let i = (host.0 - 1) as usize;
             crash(&mut sim, &shared, i, now);
+            if matches!(kind, DispatchCrash::BeforeStop(_)) {
+                *lock(&shared.marks).entry("crash-before-stop").or_default() += 1;
+            }
             shared.fired.borrow_mut().push(Fired {
                 at_ms: now,
-                what: format!(
-                    "crash h{i} {} a dispatched run",
-                    if kind == DispatchCrash::BeforeStart {
-                        "before starting"
-                    } else {
-                        "after starting, before reporting"
-                    }
-                ),
+                what: format!("crash h{i} {}", kind.describe()),
             });
             down_until.insert(i, now + DISPATCH_CRASH_DOWN_MS);
         }
@@ -286,9 +283,16 @@ pub fn run(plan: Plan) -> Result<History, String> {
     }
     let mut fired = shared.fired.borrow().clone();
     for pending in pending_dispatch_crashes {
+        let what = match pending {
+            // Armed with a request to stop, whose run may have ended by itself first.
+            DispatchCrash::BeforeStop(run) => {
+                format!("SKIPPED crash before stopping run {run}: its host never had to stop it")
+            }
+            _ => format!("NOT FIRED: {pending:?} found no dispatch"),
+        };
         fired.push(Fired {
             at_ms: u64::MAX,
-            what: format!("NOT FIRED: {pending:?} found no dispatch"),
+            what,
         });
     }
     Ok(History {
@@ -696,9 +700,14 @@ async fn operator(shared: Rc<Shared>) -> turmoil::Result {
                 )
                 .await;
             }
-            Write::Stop { job } => {
+            Write::Stop { job, crash_host } => {
                 let name = &plan.jobs[*job].name;
                 if let Some(run) = active_run(&shared, name).await {
+                    if *crash_host {
+                        lock(&shared.truth)
+                            .dispatch_crash
+                            .push(DispatchCrash::BeforeStop(RunId(run)));
+                    }
                     write(
                         &shared,
                         ("POST", &format!("/v1/runs/{run}/stop"), None),

@@ -1,7 +1,8 @@
 //! The named failure cases, each a hand-written plan, checked like any seed and required
 //! to reach the code path it is about (its coverage mark).
 
-use sim::plan::{Fault, Plan};
+use rota_core::run::{Reason, RunId, RunState};
+use sim::plan::{Fault, Plan, PlannedJob, Write};
 
 /// A seed's plan with its faults replaced by `faults`.
 fn scenario(seed: u64, hosts: usize, faults: Vec<(u64, Fault)>) -> Plan {
@@ -135,4 +136,69 @@ fn a_trigger_whose_answer_is_lost_is_sent_again_and_makes_one_run() {
         "the trigger was not sent again, or not answered with its run: {:?}",
         outcome.history.marks
     );
+}
+
+#[test]
+fn a_host_dies_as_it_is_told_to_stop_a_run_and_the_run_is_not_tried_again() {
+    // A job whose runs take 20-25 s and may be tried twice more; the operator asks to
+    // stop the run of its fire at 30 s, and the host running it crashes as the request
+    // reaches it, before it stops it. The run ends `host-lost`, which would owe a
+    // retry, but it was asked to stop: its fire must not run again.
+    let mut plan = scenario(105, 3, Vec::new());
+    plan.jobs.push(PlannedJob {
+        name: "long".into(),
+        json: r#"{"name": "long", "schedule": "*/30 * * * * *", "retries": 2, "retry_backoff_s": 1, "starting_deadline_s": 10, "executor": {"process": {"command": ["sim"], "env": {"SIM_MS_MIN": "20000", "SIM_MS_MAX": "25000"}}}}"#.into(),
+        manual: false,
+    });
+    let long = plan.jobs.len() - 1;
+    plan.writes.push((
+        40_000,
+        Write::Stop {
+            job: long,
+            crash_host: true,
+        },
+    ));
+    let outcome = run(plan);
+    let crashed = outcome
+        .history
+        .fired
+        .iter()
+        .filter(|f| f.what.contains("before stopping run"))
+        .count();
+    assert_eq!(crashed, 1, "{}", outcome.explain());
+    let stopped = outcome
+        .history
+        .acked
+        .iter()
+        .find(|a| a.what == "stop")
+        .and_then(|a| a.run)
+        .expect("the stop was acknowledged");
+    let state = outcome
+        .history
+        .states
+        .values()
+        .max_by_key(|s| s.applied_index())
+        .expect("a voter's state");
+    let run = state.run(RunId(stopped)).expect("the run is kept");
+    assert_eq!(
+        (run.state, run.reason),
+        (RunState::Failed, Some(Reason::HostLost)),
+        "{}",
+        outcome.explain()
+    );
+    assert!(
+        run.detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("not tried again")),
+        "{:?}",
+        run.detail
+    );
+    // The checkers (run above) found no retry of the fire; count the starts to be sure.
+    let starts = outcome
+        .history
+        .truth
+        .iter()
+        .filter(|t| t.job.as_str() == "long" && t.scheduled_at == run.scheduled_at)
+        .count();
+    assert_eq!(starts, 1, "{}", outcome.explain());
 }
