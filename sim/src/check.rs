@@ -139,12 +139,7 @@ pub fn check(h: &History) -> Report {
                 .run(r.run)
                 .is_some_and(|run| run.trigger == Trigger::Manual { force: true })
         };
-        let mut runs: Vec<&TruthRun> = h
-            .truth
-            .iter()
-            .filter(|r| &r.job == name && !forced(r))
-            .collect();
-        runs.sort_by_key(|r| r.started_ms);
+        let runs = runs_by_start(h, name, |r| !forced(r));
         for pair in runs.windows(2) {
             let end = pair[0].ended_ms.unwrap_or(u64::MAX);
             if end > pair[1].started_ms {
@@ -169,12 +164,7 @@ pub fn check(h: &History) -> Report {
         if job.spec.concurrency != Concurrency::Replace {
             continue;
         }
-        let mut runs: Vec<&TruthRun> = h
-            .truth
-            .iter()
-            .filter(|r| &r.job == name && !manual(r))
-            .collect();
-        runs.sort_by_key(|r| r.started_ms);
+        let runs = runs_by_start(h, name, |r| !manual(r));
         let mut newest: Option<&TruthRun> = None;
         for run in runs {
             if let Some(newer) = newest.filter(|n| n.scheduled_at > run.scheduled_at) {
@@ -419,6 +409,22 @@ pub fn check(h: &History) -> Report {
     }
     report.faults_fired = fired;
     report
+}
+
+/// The runs of job `name` that actually started and that `keep` keeps, in the order
+/// they started.
+fn runs_by_start<'h>(
+    h: &'h History,
+    name: &JobName,
+    keep: impl Fn(&TruthRun) -> bool,
+) -> Vec<&'h TruthRun> {
+    let mut runs: Vec<&TruthRun> = h
+        .truth
+        .iter()
+        .filter(|r| &r.job == name && keep(r))
+        .collect();
+    runs.sort_by_key(|r| r.started_ms);
+    runs
 }
 
 /// The state the checks read: the most advanced replica at the end.

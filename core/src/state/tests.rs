@@ -139,6 +139,34 @@ fn finish(
     })
 }
 
+/// Creates `replace` job `name` with `retries`, declares its fires at 00:01 (on H1)
+/// and 00:02 (on H2), and answers the first run, now being replaced.
+fn replaced_run(state: &mut State, i: &mut u64, name: &str, retries: u32) -> RunId {
+    let mut spec = job(name, "* * * * *");
+    spec.concurrency = Concurrency::Replace;
+    spec.retries = retries;
+    apply(
+        state,
+        i,
+        &Command::PutJob {
+            spec: Box::new(spec),
+            replace: false,
+            at: ts("2026-01-01T00:00:00Z"),
+        },
+    );
+    let old = declared(&apply(
+        state,
+        i,
+        &declare(name, "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
+    ));
+    declared(&apply(
+        state,
+        i,
+        &declare(name, "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H2)),
+    ));
+    old
+}
+
 fn apply(state: &mut State, index: &mut u64, command: &Command) -> Outcome {
     *index += 1;
     let out = state.apply(*index, command);
@@ -410,27 +438,7 @@ fn a_run_stopped_on_request_ends_stopped_keeps_an_earlier_reason_and_owes_no_ret
     );
 
     // A run already being replaced keeps that reason.
-    let mut spec = job("b", "* * * * *");
-    spec.concurrency = Concurrency::Replace;
-    apply(
-        &mut state,
-        &mut i,
-        &Command::PutJob {
-            spec: Box::new(spec),
-            replace: false,
-            at: ts("2026-01-01T00:00:00Z"),
-        },
-    );
-    let old = declared(&apply(
-        &mut state,
-        &mut i,
-        &declare("b", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
-    ));
-    declared(&apply(
-        &mut state,
-        &mut i,
-        &declare("b", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H2)),
-    ));
+    let old = replaced_run(&mut state, &mut i, "b", 0);
     assert_eq!(apply(&mut state, &mut i, &stop(old)), Outcome::Done);
     assert_eq!(state.run(old).unwrap().stop, Some(Reason::Replaced));
 }
@@ -505,28 +513,7 @@ fn a_run_asked_to_stop_that_ends_otherwise_keeps_its_reason_and_owes_no_retry() 
 
     // A run being replaced that times out first is not tried again either: its retry
     // would replace the newer fire's run.
-    let mut spec = job("b", "* * * * *");
-    spec.concurrency = Concurrency::Replace;
-    spec.retries = 1;
-    apply(
-        &mut state,
-        &mut i,
-        &Command::PutJob {
-            spec: Box::new(spec),
-            replace: false,
-            at: ts("2026-01-01T00:00:00Z"),
-        },
-    );
-    let old = declared(&apply(
-        &mut state,
-        &mut i,
-        &declare("b", "2026-01-01T00:01:00Z", 1, Trigger::Schedule, Some(H1)),
-    ));
-    declared(&apply(
-        &mut state,
-        &mut i,
-        &declare("b", "2026-01-01T00:02:00Z", 1, Trigger::Schedule, Some(H2)),
-    ));
+    let old = replaced_run(&mut state, &mut i, "b", 1);
     apply(
         &mut state,
         &mut i,
