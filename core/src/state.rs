@@ -534,25 +534,23 @@ impl State {
                     old_run.stop.get_or_insert(Reason::Replaced);
                 }
             }
-            // The retries still owed to earlier fires are replaced too: declared later,
-            // an older fire's retry would replace this newer run in its turn. The run
-            // each would have retried says so.
-            if d.trigger != Trigger::Retry {
-                let mut dropped = Vec::new();
-                job.retries.retain(|retry| {
-                    let keep = retry.scheduled_at >= d.scheduled_at;
-                    if !keep {
-                        dropped.push(*retry);
-                    }
-                    keep
-                });
-                for retry in dropped {
-                    let failed = job.history.iter().rev().find_map(|ended| {
-                        let r = self.runs.get(*ended)?;
-                        (r.scheduled_at == retry.scheduled_at && r.attempt + 1 == retry.attempt)
-                            .then_some(*ended)
-                    });
-                    if let Some(failed) = failed.and_then(|f| self.runs.get_mut(f)) {
+            // The retries still owed to earlier fires are replaced too, whatever this
+            // run's trigger (a retry of a later fire included): declared later, an older
+            // fire's retry would replace this newer run in its turn. The run each would
+            // have retried says so.
+            let mut dropped = BTreeSet::new();
+            job.retries.retain(|retry| {
+                let keep = retry.scheduled_at >= d.scheduled_at;
+                if !keep {
+                    dropped.insert((retry.scheduled_at, retry.attempt.saturating_sub(1)));
+                }
+                keep
+            });
+            if !dropped.is_empty() {
+                for ended in &job.history {
+                    if let Some(failed) = self.runs.get_mut(*ended)
+                        && dropped.remove(&(failed.scheduled_at, failed.attempt))
+                    {
                         not_tried_again(failed, &format!("run {id}, of a later fire, replaced it"));
                     }
                 }

@@ -280,8 +280,8 @@ impl Executor for SimExecutor {
             let mut truth = lock(&self.truth);
             let crash = DispatchCrash::BeforeStop(run);
             if let Some(at) = truth.dispatch_crash.iter().position(|c| *c == crash) {
-                // The host dies with the run still going; the simulator crashes it
-                // before anything else happens.
+                // The host dies with the run still going: the simulator crashes it
+                // once the current step ends, and this request is not carried out.
                 truth.dispatch_crash.remove(at);
                 truth.crash_now.push((self.host, crash));
                 return;

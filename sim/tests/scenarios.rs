@@ -163,9 +163,10 @@ fn a_host_dies_as_it_is_told_to_stop_a_run_and_the_run_is_not_tried_again() {
         .history
         .fired
         .iter()
-        .filter(|f| f.what.contains("before stopping run"))
+        .filter(|f| f.what.starts_with("crash h") && f.what.contains("before stopping run"))
         .count();
     assert_eq!(crashed, 1, "{}", outcome.explain());
+    assert_eq!(mark(&outcome, "crash-before-stop"), 1);
     let stopped = outcome
         .history
         .acked

@@ -598,6 +598,60 @@ fn under_replace_a_newer_fire_replaces_the_retries_owed_to_older_ones() {
 }
 
 #[test]
+fn under_replace_a_retry_of_a_newer_fire_replaces_the_retries_of_older_ones() {
+    let mut spec = job("a", "* * * * *");
+    spec.concurrency = Concurrency::Replace;
+    spec.retries = 2;
+    let (mut state, mut i) = state_with(&[spec]);
+    let owed = |state: &State| -> Vec<(Timestamp, u32)> {
+        let mut owed: Vec<_> = state
+            .job(&name("a"))
+            .unwrap()
+            .retries
+            .iter()
+            .map(|r| (r.scheduled_at, r.attempt))
+            .collect();
+        owed.sort();
+        owed
+    };
+    let (a, b) = ("2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z");
+    // Both fires and A's first retry find no capacity: A's third and B's second
+    // attempts are owed.
+    apply(
+        &mut state,
+        &mut i,
+        &declare("a", a, 1, Trigger::Schedule, None),
+    );
+    apply(
+        &mut state,
+        &mut i,
+        &declare("a", b, 1, Trigger::Schedule, None),
+    );
+    apply(
+        &mut state,
+        &mut i,
+        &declare("a", a, 2, Trigger::Retry, None),
+    );
+    assert_eq!(owed(&state), [(ts(a), 3), (ts(b), 2)]);
+    // B's retry runs: A's is dropped, so that it cannot replace B's run later.
+    let newer = declared(&apply(
+        &mut state,
+        &mut i,
+        &declare("a", b, 2, Trigger::Retry, Some(H1)),
+    ));
+    assert!(owed(&state).is_empty());
+    assert_eq!(
+        apply(
+            &mut state,
+            &mut i,
+            &declare("a", a, 3, Trigger::Retry, Some(H2))
+        ),
+        Outcome::Rejected(Rejection::NoPendingRetry)
+    );
+    assert_eq!(state.run(newer).unwrap().stop, None);
+}
+
+#[test]
 fn exit_codes_decide_success_and_failures_owe_retries_with_backoff() {
     let mut spec = job("a", "@hourly");
     spec.retries = 2;
