@@ -356,6 +356,35 @@ impl Agent {
         }
     }
 
+    /// `kill -9` of the host's supervisors, which outlive the daemon, and of the
+    /// commands they run (each in a process group of its own): what a host lost for good
+    /// loses.
+    pub fn kill_supervisors(&self) {
+        let runs_dir = self.data_dir.join("runs");
+        let pids = |args: &[&str]| -> Vec<String> {
+            Command::new("pgrep")
+                .args(args)
+                .output()
+                .map(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // The supervisor's command line ends with the runs directory.
+        let pattern = format!("{}$", runs_dir.display());
+        for supervisor in pids(&["-f", &pattern]) {
+            for command in pids(&["-P", &supervisor]) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{command}")])
+                    .status();
+            }
+            let _ = Command::new("kill").args(["-KILL", &supervisor]).status();
+        }
+    }
+
     /// SIGTERM, then waits for the process to end (SIGKILL after `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
@@ -421,6 +450,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        self.kill_supervisors();
         if std::thread::panicking() {
             let log = fs::read_to_string(self.log_path()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();

@@ -233,16 +233,10 @@ fn a_restarted_host_recovers_its_state_and_rejoins() {
     );
 }
 
-#[test]
-fn a_host_lost_for_good_has_its_runs_recorded_and_retried_elsewhere() {
-    let options = AgentOptions {
-        config_toml: FAST_TIMING.to_owned(),
-        ..AgentOptions::default()
-    };
-    let mut cluster = Cluster::start(3, &options);
-    let leader = cluster.leader();
-    // Two hosts can run the job: tag the followers through their config.
-    let _ = leader;
+/// A long manual run of job `long` (one retry allowed) running on some host of a fresh
+/// three-host cluster: the cluster, the run's id, its host's id and that host's index.
+fn a_long_run() -> (Cluster, u64, u64, usize) {
+    let cluster = Cluster::start(3, &fast());
     let job = process_job(
         "long",
         "@manually",
@@ -274,30 +268,41 @@ fn a_host_lost_for_good_has_its_runs_recorded_and_retried_elsewhere() {
         .iter()
         .position(|a| a.status().is_some_and(|s| s["id"].as_u64() == Some(host)))
         .unwrap();
-    let witness = (victim + 1) % 3;
+    (cluster, id, host, victim)
+}
+
+/// Ends host `victim` for good: its daemon, then its supervisor and the supervisor's
+/// commands (a host lost for good takes its runs with it).
+fn lose_host(cluster: &mut Cluster, victim: usize) {
     cluster.agents[victim].kill();
-    // Its supervisor outlives the daemon; a host lost for good takes its runs with it.
-    let _ = std::process::Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            &format!("__supervise {}", cluster.agents[victim].data_dir.display()),
-        ])
-        .status();
-    let lost = wait_until(
+    cluster.agents[victim].kill_supervisors();
+}
+
+/// Run `id` as host `from` sees it once it has ended (following redirects, and waiting
+/// out a change of leader).
+fn ended_run(cluster: &Cluster, from: usize, id: u64) -> Value {
+    wait_until(
         Duration::from_secs(60),
-        "the run to be recorded host-lost",
+        "the run to be recorded ended",
         || {
             // The lost host may have been the leader: until the witness learns of its
             // successor, the read is redirected to the dead host and refused.
             let run = cluster
-                .api(witness)
+                .api(from)
                 .follow("GET", &format!("/v1/runs/{id}"), None)
                 .ok()?
                 .body;
             (run["state"] == "failed").then_some(run)
         },
-    );
+    )
+}
+
+#[test]
+fn a_host_lost_for_good_has_its_runs_recorded_and_retried_elsewhere() {
+    let (mut cluster, id, host, victim) = a_long_run();
+    let witness = (victim + 1) % 3;
+    lose_host(&mut cluster, victim);
+    let lost = ended_run(&cluster, witness, id);
     assert_eq!(lost["reason"], "host-lost", "{lost}");
     let retry = wait_until(
         Duration::from_secs(60),
@@ -310,4 +315,44 @@ fn a_host_lost_for_good_has_its_runs_recorded_and_retried_elsewhere() {
     );
     assert_ne!(retry["host"].as_u64(), Some(host));
     assert_eq!(retry["scheduled_at"], lost["scheduled_at"]);
+}
+
+#[test]
+fn a_run_asked_to_stop_whose_host_is_lost_first_is_not_tried_again() {
+    let (mut cluster, id, _, victim) = a_long_run();
+    let witness = (victim + 1) % 3;
+    // The host's daemon dies first, so the request to stop reaches nobody.
+    cluster.agents[victim].kill();
+    let asked = wait_until(
+        Duration::from_secs(30),
+        "the request to stop to be committed",
+        || {
+            let answer = cluster
+                .api(witness)
+                .follow("POST", &format!("/v1/runs/{id}/stop"), None)
+                .ok()?;
+            (answer.status == 202).then_some(answer.body)
+        },
+    );
+    assert_eq!(asked["stopping"], "stopped", "{asked}");
+    lose_host(&mut cluster, victim);
+    let lost = ended_run(&cluster, witness, id);
+    assert_eq!(lost["reason"], "host-lost", "{lost}");
+    assert!(
+        lost["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("not tried again: it had been asked to stop")),
+        "{lost}"
+    );
+    // The job allows a retry a second after the failure: watched for 5 s (the leader
+    // plans retries on every tick), none comes.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        let retries: Vec<Value> = runs(&cluster, witness, "long")
+            .into_iter()
+            .filter(|r| r["attempt"] != 1)
+            .collect();
+        assert!(retries.is_empty(), "{retries:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
