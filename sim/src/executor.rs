@@ -191,14 +191,13 @@ impl Executor for SimExecutor {
                 return;
             }
         }
-        // The first crash armed for a start, if any.
-        let armed = lock(&self.truth)
+        // The first crash armed for a start, if any, and where it waits.
+        let (armed, mut crash) = lock(&self.truth)
             .dispatch_crash
             .iter()
-            .position(|c| !matches!(c, DispatchCrash::BeforeStop(_)));
-        let mut crash = armed
-            .map(|at| lock(&self.truth).dispatch_crash[at])
-            .unwrap_or_default();
+            .enumerate()
+            .find(|(_, c)| !matches!(c, DispatchCrash::BeforeStop(_)))
+            .map_or((None, DispatchCrash::None), |(at, c)| (Some(at), *c));
         if crash == DispatchCrash::BeforeStartOn(self.host) {
             crash = DispatchCrash::BeforeStart;
         }

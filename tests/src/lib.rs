@@ -71,18 +71,34 @@ pub fn rota_binary() -> PathBuf {
     binary
 }
 
-/// Waits until `f` answers something, at most `timeout`; panics naming `what` if not.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// Asks `f` every 50 ms until it answers something, for at most `timeout`.
+fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = f() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `f` answers something, at most `timeout`; panics naming `what` if not.
+pub fn wait_until<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Watches `f` for all of `window`, panicking naming `what` if it ever answers
+/// something: for what must not happen.
+pub fn never_within<T: std::fmt::Debug>(
+    window: Duration,
+    what: &str,
+    f: impl FnMut() -> Option<T>,
+) {
+    if let Some(value) = poll(window, f) {
+        panic!("{what} within {window:?}: {value:?}");
     }
 }
 
